@@ -1,0 +1,3 @@
+from jobyard.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""FastAPI routers: the REST API under /api/v1."""

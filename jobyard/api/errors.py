@@ -1,0 +1,76 @@
+"""One place that turns errors into HTTP answers with a clear message."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from jobyard.errors import (
+    AlreadyExists,
+    ConcurrencyForbidden,
+    Conflict,
+    InvalidSpec,
+    JobyardError,
+    NotFound,
+    StoreError,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATUS = [
+    (NotFound, 404, "not_found"),
+    (AlreadyExists, 409, "already_exists"),
+    (ConcurrencyForbidden, 409, "concurrency_forbidden"),
+    (Conflict, 409, "conflict"),
+    (InvalidSpec, 422, "invalid"),
+    (StoreError, 503, "store_unavailable"),
+]
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+    return path or "body"
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    described = []
+    for error in errors:
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        described.append({"field": _location(tuple(error.get("loc", ()))), "message": message})
+    return described
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    details = describe_validation(list(exc.errors()))
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    body = {"error": "invalid", "message": summary, "details": details}
+    return JSONResponse(body, status_code=422)
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobyardError)
+    status, code = next(
+        ((status, code) for kind, status, code in _STATUS if isinstance(exc, kind)),
+        (400, "bad_request"),
+    )
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    body: dict[str, Any] = {"error": code, "message": str(exc)}
+    if isinstance(exc, ConcurrencyForbidden):
+        body["active_task_id"] = exc.active_task_id
+    if isinstance(exc, InvalidSpec) and exc.field:
+        body["details"] = [{"field": exc.field, "message": str(exc)}]
+    return JSONResponse(body, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(JobyardError, _domain)

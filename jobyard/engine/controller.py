@@ -1,0 +1,200 @@
+"""The task controller: one thread that makes actual instances match desired tasks.
+
+Level-triggered: each turn reads every active task with its instances, asks
+``planning.plan_task`` what to do, writes the decisions, then acts on them.
+Wake-ups (a new task, a stop request, a process exit) start a turn early; a
+periodic resync catches anything missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from jobyard import planning
+from jobyard.domain import Instance, Task
+from jobyard.engine.clock import Clock
+from jobyard.engine.exits import record_exits
+from jobyard.engine.spawning import Spawner, Turn
+from jobyard.engine.specs import SpecCache
+from jobyard.errors import NotFound
+from jobyard.runners.base import InstanceExit, Runner
+from jobyard.store import Store
+from jobyard.store import tasks as task_store
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+_WAKE = object()
+ORPHAN_FILE_GRACE = 5.0  # seconds after the kill grace before files go regardless
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """Instances whose rows were deleted (with their task or template) while live."""
+
+    instances: list[tuple[int, int, float]]  # (task id, instance id, grace seconds)
+    task_ids: list[int]  # every deleted task, whose files must go
+
+
+class Controller:
+    def __init__(
+        self, store: Store, runner: Runner, clock: Clock, specs: SpecCache, resync_seconds: float
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._clock = clock
+        self._specs = specs
+        self._resync = resync_seconds
+        self._spawner = Spawner(store, runner, clock, specs)
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._orphans: dict[int, int] = {}  # instance id -> task id
+        self._orphan_files: dict[int, datetime] = {}  # task id -> remove-by time
+        self._thread = threading.Thread(target=self._run, name="jobyard-controller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(_STOP)
+        self._thread.join(timeout=30)
+
+    def wake(self) -> None:
+        self._inbox.put(_WAKE)
+
+    def on_exit(self, exit: InstanceExit) -> None:
+        """Runner callback (any thread)."""
+        self._inbox.put(exit)
+
+    def discard(self, orphans: Orphans) -> None:
+        self._inbox.put(orphans)
+
+    # -- the loop -------------------------------------------------------------
+
+    def _run(self) -> None:
+        wake_at: datetime | None = None
+        while True:
+            messages = self._receive(self._timeout(wake_at))
+            if _STOP in messages:
+                return
+            try:
+                wake_at = self._turn(messages)
+            except Exception:
+                logger.exception("controller turn failed; trying again in a second")
+                wake_at = self._clock.now() + timedelta(seconds=1)
+
+    def _timeout(self, wake_at: datetime | None) -> float:
+        if wake_at is None:
+            return self._resync
+        seconds = (wake_at - self._clock.now()).total_seconds()
+        return max(0.0, min(self._resync, seconds))
+
+    def _receive(self, timeout: float) -> list[object]:
+        try:
+            messages = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                messages.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return messages
+
+    def _turn(self, messages: list[object]) -> datetime | None:
+        exits = [m for m in messages if isinstance(m, InstanceExit)]
+        for orphans in (m for m in messages if isinstance(m, Orphans)):
+            self._adopt_orphans(orphans)
+        known = self._forget_orphans(exits)
+        if known:
+            record_exits(self._store, self._clock.now(), known)
+        self._remove_orphan_files()
+        return self.reconcile()
+
+    # -- reconcile ------------------------------------------------------------
+
+    def reconcile(self) -> datetime | None:
+        """Run turns until nothing changes; return when the next one is due."""
+        for _ in range(10):
+            turn = self._plan_and_write()
+            self._act(turn)
+            if not turn.changed:
+                return self._earliest(turn.wake_at)
+        return self._clock.now()
+
+    def _earliest(self, wake_at: datetime | None) -> datetime | None:
+        for deadline in self._orphan_files.values():
+            if wake_at is None or deadline < wake_at:
+                wake_at = deadline
+        return wake_at
+
+    def _plan_and_write(self) -> Turn:
+        now = self._clock.now()
+        with self._store.read() as conn:
+            active = task_store.active_tasks(conn)
+            by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
+        turn = Turn(to_spawn=[], to_stop=[])
+        with self._store.write() as conn:
+            for task in active:
+                self._plan_one(conn, task, by_task[task.id], now, turn)
+        return turn
+
+    def _plan_one(
+        self, conn: Connection, task: Task, instances: list[Instance], now: datetime, turn: Turn
+    ) -> None:
+        try:
+            spec = self._specs.get(task.template_id, task.template_version)
+        except NotFound:
+            return  # deleted since we read it
+        plan = planning.plan_task(task, spec, instances, now)
+        if plan.wake_at is not None and (turn.wake_at is None or plan.wake_at < turn.wake_at):
+            turn.wake_at = plan.wake_at
+        by_id = {instance.id: instance for instance in instances}
+        for action in plan.actions:
+            self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
+
+    def _act(self, turn: Turn) -> None:
+        for instance_id, grace in turn.to_stop:
+            self._runner.stop(instance_id, grace)
+        if turn.to_spawn:
+            self._spawner.spawn_all(turn.to_spawn)
+
+    # -- deleted tasks --------------------------------------------------------
+
+    def _adopt_orphans(self, orphans: Orphans) -> None:
+        remove_by = self._clock.now() + timedelta(seconds=ORPHAN_FILE_GRACE)
+        for task_id, instance_id, grace in orphans.instances:
+            self._orphans[instance_id] = task_id
+            self._runner.stop(instance_id, grace)
+            self._orphan_files[task_id] = remove_by + timedelta(seconds=grace)
+        for task_id in orphans.task_ids:
+            self._orphan_files.setdefault(task_id, self._clock.now())
+
+    def _forget_orphans(self, exits: list[InstanceExit]) -> list[InstanceExit]:
+        known = []
+        for exit in exits:
+            task_id = self._orphans.pop(exit.instance_id, None)
+            if task_id is None:
+                known.append(exit)
+            elif task_id not in self._orphans.values():
+                self._orphan_files[task_id] = self._clock.now()
+        return known
+
+    def _remove_orphan_files(self) -> None:
+        now = self._clock.now()
+        for task_id, remove_by in list(self._orphan_files.items()):
+            if remove_by <= now:
+                self._runner.remove_task_files(task_id)
+                del self._orphan_files[task_id]
+
+
+def _group(instances: list[Instance]) -> defaultdict[int, list[Instance]]:
+    grouped: defaultdict[int, list[Instance]] = defaultdict(list)
+    for instance in instances:
+        grouped[instance.task_id].append(instance)
+    return grouped

@@ -1,0 +1,67 @@
+"""The engine: store, runner, scheduler and controller wired together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jobyard.config import Settings
+from jobyard.engine.clock import Clock, SystemClock
+from jobyard.engine.controller import Controller
+from jobyard.engine.recovery import recover
+from jobyard.engine.scheduler import Scheduler
+from jobyard.engine.specs import SpecCache
+from jobyard.engine.tasks import TaskService
+from jobyard.engine.templates import TemplateService
+from jobyard.runners.base import InstanceExit, Runner
+from jobyard.runners.local import LocalRunner
+from jobyard.store import Store
+from jobyard.store import templates as template_store
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    """Owns every long-lived part; ``start`` recovers and begins, ``stop`` ends cleanly."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.resolved_database_url)
+        self.specs = SpecCache(self.store)
+        self.runner: Runner = LocalRunner(settings.data_dir, self._on_exit)
+        self.controller = Controller(
+            self.store, self.runner, self.clock, self.specs, settings.resync_seconds
+        )
+        self.scheduler = Scheduler(self.store, self.clock, self.controller.wake)
+        self.templates = TemplateService(self.store, self.clock, self.scheduler, self.controller)
+        self.tasks = TaskService(self.store, self.clock, self.controller, self.runner, self.specs)
+
+    def _on_exit(self, exit: InstanceExit) -> None:
+        self.controller.on_exit(exit)
+
+    def start(self) -> None:
+        self.store.migrate()
+        with self.store.write() as conn:
+            template_store.ensure_namespace(
+                conn, template_store.DEFAULT_NAMESPACE, self.clock.now(), "the default namespace"
+            )
+        recover(self.store, self.runner, self.specs, self.clock.now())
+        self.controller.start()
+        self.scheduler.start()
+        self.controller.wake()
+        logger.info("engine started: database %s, data in %s", self.store.dialect, self.data_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def stop(self) -> None:
+        """Stop scheduling and watching; running instances keep running and are
+        adopted by the next start."""
+        self.scheduler.stop()
+        self.controller.stop()
+        self.runner.close()
+        self.store.close()
+        logger.info("engine stopped")

@@ -1,0 +1,67 @@
+"""Recording what the runner reports when instances end."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from jobyard.domain import Instance, InstanceStatus, Reason, Severity, Task
+from jobyard.engine.events import instance_event
+from jobyard.errors import NotFound
+from jobyard.runners.base import InstanceExit
+from jobyard.store import Store
+from jobyard.store import tasks as task_store
+
+
+def outcome(exit: InstanceExit, task: Task) -> tuple[InstanceStatus, str | None, str]:
+    """The status, reason and message an ended instance gets."""
+    if exit.stopped:
+        reason = task.ending_reason or Reason.STOPPED
+        return InstanceStatus.KILLED, reason, f"stopped ({reason})"
+    if exit.exit_code is None:
+        return InstanceStatus.LOST, Reason.LOST, "the process ended without an exit code"
+    if exit.exit_code == 0:
+        return InstanceStatus.SUCCEEDED, None, "exited with code 0"
+    return InstanceStatus.FAILED, None, f"exited with code {exit.exit_code}"
+
+
+_EVENT_OF = {
+    InstanceStatus.SUCCEEDED: (Reason.INSTANCE_SUCCEEDED, Severity.NORMAL),
+    InstanceStatus.FAILED: (Reason.INSTANCE_FAILED, Severity.WARNING),
+    InstanceStatus.KILLED: (Reason.INSTANCE_KILLED, Severity.NORMAL),
+    InstanceStatus.LOST: (Reason.INSTANCE_LOST, Severity.WARNING),
+}
+
+
+def record_exits(store: Store, now: datetime, exits: list[InstanceExit]) -> None:
+    with store.write() as conn:
+        for exit in exits:
+            record_exit(conn, exit, now)
+
+
+def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
+    try:
+        instance = task_store.get_instance(conn, exit.instance_id)
+        task = task_store.get_task(conn, instance.task_id)
+    except NotFound:
+        return  # deleted with its task while it ran
+    status, reason, message = outcome(exit, task)
+    end_instance(conn, task, instance, status, exit.exit_code, reason, message, now)
+
+
+def end_instance(
+    conn: Connection,
+    task: Task,
+    instance: Instance,
+    status: InstanceStatus,
+    exit_code: int | None,
+    reason: str | None,
+    message: str,
+    now: datetime,
+) -> None:
+    if not task_store.finish_instance(conn, instance.id, status, exit_code, reason, message, now):
+        return  # already recorded
+    event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
+    text = f"instance {instance.index} attempt {instance.attempt + 1} {message}"
+    instance_event(conn, task, instance, event_reason, text, now, severity)

@@ -1,0 +1,107 @@
+"""Turning a task creation request into a task row, under the concurrency policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from jobyard.domain import Reason, Severity, Task, Template, TriggerKind
+from jobyard.engine.events import task_event, template_event
+from jobyard.errors import ConcurrencyForbidden
+from jobyard.planning import instance_count
+from jobyard.spec import RunOverrides
+from jobyard.store import tasks as task_store
+from jobyard.store import templates as template_store
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One trigger firing: what started it and what it overrides."""
+
+    trigger: TriggerKind
+    overrides: RunOverrides = field(default_factory=RunOverrides)
+    scheduled_time: datetime | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Launched:
+    task: Task
+    created: bool  # False when an idempotency key matched an existing task
+
+
+def launch_task(
+    conn: Connection, template: Template, request: TaskRequest, now: datetime
+) -> Launched:
+    """Create the task in the caller's transaction, applying the concurrency policy.
+
+    Raises ConcurrencyForbidden for a Forbid template with an active task.
+    """
+    template_store.lock_template(conn, template.id)
+    existing = _existing(conn, template, request)
+    if existing is not None:
+        return Launched(existing, created=False)
+    _apply_policy(conn, template, now)
+    new = task_store.NewTask(
+        template_id=template.id,
+        template_version=template.version,
+        trigger=request.trigger,
+        overrides=request.overrides.model_dump(mode="json", exclude_defaults=True),
+        instance_count=instance_count(template.spec, request.overrides.replicas),
+        scheduled_time=request.scheduled_time,
+        event_id=request.event_id,
+    )
+    task_id = task_store.insert_task(conn, new, now)
+    if task_id is None:  # lost a race on the same key with another writer
+        found = _existing(conn, template, request)
+        assert found is not None
+        return Launched(found, created=False)
+    task = task_store.get_task(conn, task_id)
+    task_event(conn, task, Reason.TASK_CREATED, _created_message(task), now)
+    return Launched(task, created=True)
+
+
+def _existing(conn: Connection, template: Template, request: TaskRequest) -> Task | None:
+    if request.scheduled_time is None and request.event_id is None:
+        return None
+    return task_store.find_task_by_key(conn, template.id, request.scheduled_time, request.event_id)
+
+
+def _apply_policy(conn: Connection, template: Template, now: datetime) -> None:
+    policy = template.spec.concurrency_policy
+    if policy == "Allow":
+        return
+    active = task_store.active_tasks(conn, template.id)
+    if not active:
+        return
+    if policy == "Forbid":
+        raise ConcurrencyForbidden(
+            f"template {template.name!r} forbids concurrent tasks and task {active[0].id} "
+            "is still active",
+            active_task_id=active[0].id,
+        )
+    for task in active:
+        if task_store.begin_ending(conn, task.id, Reason.REPLACED, "replaced by a newer task"):
+            task_event(conn, task, Reason.REPLACED, "replaced by a newer task", now)
+
+
+def _created_message(task: Task) -> str:
+    text = f"{task.trigger.value} task with {task.instance_count} instance(s)"
+    if task.scheduled_time is not None:
+        text += f", scheduled for {task.scheduled_time.isoformat()}"
+    return text
+
+
+def record_forbidden(
+    conn: Connection, template: Template, err: ConcurrencyForbidden, now: datetime
+) -> None:
+    template_event(
+        conn,
+        template,
+        Reason.CONCURRENCY_FORBIDDEN,
+        f"skipped a new task: {err}",
+        now,
+        severity=Severity.WARNING,
+    )

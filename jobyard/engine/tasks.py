@@ -1,0 +1,109 @@
+"""Use cases on tasks: run, stop, read, delete; and the event search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobyard.domain import Event, Instance, Reason, Task, TriggerKind
+from jobyard.engine.clock import Clock
+from jobyard.engine.controller import Controller, Orphans
+from jobyard.engine.events import task_event
+from jobyard.engine.launching import Launched, TaskRequest, launch_task
+from jobyard.engine.specs import SpecCache
+from jobyard.runners.base import Runner
+from jobyard.spec import RunOverrides
+from jobyard.store import Store
+from jobyard.store import events as event_store
+from jobyard.store import tasks as task_store
+from jobyard.store import templates as template_store
+
+
+class TaskService:
+    def __init__(
+        self, store: Store, clock: Clock, controller: Controller, runner: Runner, specs: SpecCache
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._controller = controller
+        self._runner = runner
+        self._specs = specs
+
+    def run(
+        self,
+        namespace: str,
+        name: str,
+        overrides: RunOverrides,
+        trigger: TriggerKind = TriggerKind.MANUAL,
+        event_id: str | None = None,
+    ) -> Launched:
+        """Start a task now (raises ConcurrencyForbidden under Forbid)."""
+        request = TaskRequest(trigger=trigger, overrides=overrides, event_id=event_id)
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            launched = launch_task(conn, template, request, self._clock.now())
+        if launched.created:
+            self._controller.wake()
+        return launched
+
+    def stop_task(self, task_id: int) -> Task:
+        now = self._clock.now()
+        with self._store.write() as conn:
+            task = task_store.get_task(conn, task_id)
+            if task_store.begin_ending(conn, task.id, Reason.STOPPED, "stopped by request"):
+                task_event(conn, task, Reason.STOPPING, "stop requested", now)
+            task = task_store.get_task(conn, task_id)
+        self._controller.wake()
+        return task
+
+    def stop_template(self, namespace: str, name: str) -> list[Task]:
+        now = self._clock.now()
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            stopping = []
+            for task in task_store.active_tasks(conn, template.id):
+                if task_store.begin_ending(conn, task.id, Reason.STOPPED, "stopped by request"):
+                    task_event(conn, task, Reason.STOPPING, "stop requested", now)
+                stopping.append(task_store.get_task(conn, task.id))
+        self._controller.wake()
+        return stopping
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete the task record and its logs; a live task's processes are killed."""
+        with self._store.write() as conn:
+            task = task_store.get_task(conn, task_id)
+            live = [i for i in task_store.instances_of(conn, [task_id]) if i.is_live]
+            task_store.delete_task(conn, task_id)
+        grace = float(
+            self._specs.get(task.template_id, task.template_version).termination_grace_period
+        )
+        self._controller.discard(Orphans([(task_id, i.id, grace) for i in live], [task_id]))
+
+    # -- reading --------------------------------------------------------------
+
+    def get(self, task_id: int) -> Task:
+        with self._store.read() as conn:
+            return task_store.get_task(conn, task_id)
+
+    def list_for_template(
+        self, namespace: str, name: str, statuses: Sequence[str] | None, limit: int, offset: int
+    ) -> list[Task]:
+        with self._store.read() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            return task_store.list_tasks(conn, template.id, statuses, limit, offset)
+
+    def instances(self, task_id: int) -> list[Instance]:
+        with self._store.read() as conn:
+            task_store.get_task(conn, task_id)
+            return task_store.instances_of(conn, [task_id])
+
+    def instance(self, instance_id: int) -> Instance:
+        with self._store.read() as conn:
+            return task_store.get_instance(conn, instance_id)
+
+    def log_path(self, instance: Instance) -> Path:
+        return self._runner.log_path(instance.task_id, instance.id)
+
+    def events(self, query: event_store.EventQuery) -> list[Event]:
+        with self._store.read() as conn:
+            return event_store.search_events(conn, query)

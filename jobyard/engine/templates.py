@@ -1,0 +1,165 @@
+"""Use cases on namespaces and templates: create, edit, roll back, suspend, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobyard import cron
+from jobyard.domain import Reason, Template, TemplateVersion
+from jobyard.engine.clock import Clock
+from jobyard.engine.controller import Controller, Orphans
+from jobyard.engine.events import template_event
+from jobyard.engine.scheduler import Scheduler
+from jobyard.errors import InvalidSpec
+from jobyard.spec import CronTrigger, TemplateSpec
+from jobyard.store import Store
+from jobyard.store import tasks as task_store
+from jobyard.store import templates as template_store
+
+NEXT_FIRE_PREVIEW = 5
+
+
+def next_fire_after(spec: TemplateSpec, now: datetime) -> datetime | None:
+    trigger = spec.trigger
+    if not isinstance(trigger, CronTrigger):
+        return None
+    return cron.next_fire_after(cron.parse_schedule(trigger.schedule, trigger.timezone), now)
+
+
+def upcoming_fires(
+    template: Template, now: datetime, count: int = NEXT_FIRE_PREVIEW
+) -> list[datetime]:
+    trigger = template.spec.trigger
+    if not isinstance(trigger, CronTrigger):
+        return []
+    schedule = cron.parse_schedule(trigger.schedule, trigger.timezone)
+    return cron.next_fire_times(schedule, now, count)
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    name: str
+    description: str
+    created_at: datetime
+    template_count: int
+
+
+class TemplateService:
+    def __init__(
+        self, store: Store, clock: Clock, scheduler: Scheduler, controller: Controller
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._scheduler = scheduler
+        self._controller = controller
+
+    # -- namespaces -----------------------------------------------------------
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        with self._store.read() as conn:
+            return [NamespaceInfo(**row) for row in template_store.list_namespaces(conn)]
+
+    def create_namespace(self, name: str, description: str) -> None:
+        with self._store.write() as conn:
+            template_store.create_namespace(conn, name, description, self._clock.now())
+
+    def delete_namespace(self, name: str) -> None:
+        with self._store.write() as conn:
+            template_store.delete_namespace(conn, name)
+
+    # -- reading --------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> Template:
+        with self._store.read() as conn:
+            return template_store.get_template(conn, namespace, name)
+
+    def list_templates(
+        self, namespace: str | None, limit: int, offset: int, q: str | None
+    ) -> list[Template]:
+        with self._store.read() as conn:
+            if namespace is not None:
+                template_store.require_namespace(conn, namespace)
+            return template_store.list_templates(conn, namespace, limit, offset, q)
+
+    def versions(self, namespace: str, name: str) -> list[TemplateVersion]:
+        with self._store.read() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            return template_store.list_versions(conn, template.id)
+
+    # -- writing --------------------------------------------------------------
+
+    def create(self, namespace: str, spec: TemplateSpec) -> Template:
+        now = self._clock.now()
+        next_fire_at = next_fire_after(spec, now)
+        with self._store.write() as conn:
+            template_id = template_store.insert_template(conn, namespace, spec, now, next_fire_at)
+            template = template_store.get_template_by_id(conn, template_id)
+            template_event(conn, template, Reason.CREATED, "created version 1", now)
+        self._scheduler.update(template.id, next_fire_at)
+        return template
+
+    def replace(self, namespace: str, name: str, spec: TemplateSpec) -> Template:
+        if spec.name != name:
+            raise InvalidSpec(
+                f"the spec names {spec.name!r} but the URL names {name!r}; "
+                "a template cannot be renamed",
+                field="name",
+            )
+        return self._new_version(namespace, name, spec, Reason.UPDATED, "")
+
+    def rollback(self, namespace: str, name: str, version: int) -> Template:
+        with self._store.read() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            old = template_store.get_version(conn, template.id, version)
+        note = f" (a copy of version {version})"
+        return self._new_version(namespace, name, old.spec, Reason.ROLLED_BACK, note)
+
+    def _new_version(
+        self, namespace: str, name: str, spec: TemplateSpec, reason: Reason, note: str
+    ) -> Template:
+        now = self._clock.now()
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            next_fire_at = _keep_or_recompute(template, spec, now)
+            version = template_store.add_version(conn, template, spec, now, next_fire_at)
+            template_event(conn, template, reason, f"created version {version}{note}", now)
+            template = template_store.get_template_by_id(conn, template.id)
+        self._scheduler.update(template.id, None if template.suspended else next_fire_at)
+        return template
+
+    def set_suspended(self, namespace: str, name: str, suspended: bool) -> Template:
+        now = self._clock.now()
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            template_store.set_suspended(conn, template.id, suspended, now)
+            next_fire_at = None if suspended else next_fire_after(template.spec, now)
+            template_store.set_next_fire(conn, template.id, next_fire_at)
+            reason = Reason.SUSPENDED if suspended else Reason.RESUMED
+            text = "schedule paused" if suspended else "schedule resumed"
+            template_event(conn, template, reason, text, now)
+            template = template_store.get_template_by_id(conn, template.id)
+        self._scheduler.update(template.id, next_fire_at)
+        return template
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete the template with its versions, tasks, events and files.
+
+        Live instances are killed: the rows go now, the processes right after.
+        """
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            task_ids = task_store.task_ids_of_template(conn, template.id)
+            live = [i for i in task_store.instances_of(conn, task_ids) if i.is_live]
+            template_store.delete_template(conn, template.id)
+        grace = float(template.spec.termination_grace_period)
+        self._scheduler.update(template.id, None)
+        self._controller.discard(Orphans([(i.task_id, i.id, grace) for i in live], task_ids))
+
+
+def _keep_or_recompute(template: Template, spec: TemplateSpec, now: datetime) -> datetime | None:
+    if template.suspended:
+        return None
+    if template.spec.trigger == spec.trigger and template.next_fire_at is not None:
+        return template.next_fire_at
+    return next_fire_after(spec, now)

@@ -1,0 +1,217 @@
+"""Process plumbing of the local runner: spawn the wrapper, signal trees, reap.
+
+Every instance runs under a tiny /bin/sh wrapper that is the leader of its own
+session and process group, so the group id is the wrapper's pid. The wrapper
+records its pid and the script's exit code in the instance's run directory,
+which lets a restarted server find (or account for) every instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WRAPPER_NAME = "jobyard-instance"
+STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
+
+# $1 = run dir, $2 = shell. Paths travel as arguments, never in the environment,
+# so the instance's environment is exactly what it was given.
+# - The trap runs a command (it does not ignore the signal) so the script starts
+#   with default dispositions, and the wrapper outlives a group-wide SIGTERM to
+#   wait for the script and record its code.
+# - A SIGTERM that lands in the forked child before it execs is swallowed by the
+#   wrapper's inherited handler. So the script starts through a fresh /bin/sh
+#   (default handlers from its exec on) that first looks for the marker that
+#   terminate_tree leaves before signalling: a stop is never lost nor doubled.
+# - OLDPWD would leak the server's working directory into the instance.
+# - /bin/mv by absolute path: the instance's PATH may not contain it.
+_WRAPPER_SCRIPT = f"""\
+trap : TERM INT
+echo $$ > "$1/pid"
+cd "$1/work" || exit 126
+unset OLDPWD
+/bin/sh -c '[ -e "$1/{STOP_MARKER}" ] && exit 143; exec "$2" "$1/script"' jobyard-script "$1" "$2"
+code=$?
+echo "$code" > "$1/exit.tmp" && /bin/mv -f "$1/exit.tmp" "$1/exit"
+exit "$code"
+"""
+
+# Signals the server may ignore or block (Python ignores SIGPIPE) that an
+# instance must start with at their defaults, as after a fresh login.
+_DEFAULT_SIGNALS = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGCHLD,
+)
+
+
+def instance_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The instance's environment: the launch env over a minimal login default."""
+    return {"PATH": DEFAULT_PATH, "HOME": str(home), "LANG": "C.UTF-8", **env}
+
+
+def spawn_wrapper(run_dir: Path, shell: str, env: Mapping[str, str]) -> int:
+    """Start the wrapper in a new session with output.log as stdout and stderr.
+
+    os.posix_spawn rather than subprocess.Popen: it hands back a bare pid that
+    nobody else owns, so the watcher reaps it through a pidfd and ``close`` can
+    walk away from a running instance without a Popen object to warn about it.
+    """
+    argv = ["/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), shell]
+    log_fd = os.open(run_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        actions: list[tuple[Any, ...]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
+        ]
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigmask=(),
+            setsigdef=_DEFAULT_SIGNALS,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def _inheritable_fds() -> list[int]:
+    """Descriptors above stderr that would leak into the instance (close_fds).
+
+    Python opens everything close-on-exec, so this is nearly always empty; it
+    guards against a library that made a descriptor inheritable.
+    """
+    leaking = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if fd > 2 and os.get_inheritable(fd):
+                leaking.append(fd)
+    return leaking
+
+
+def is_wrapper_of(pid: int, run_dir: Path) -> bool:
+    """True when ``pid`` is a live wrapper of ``run_dir`` (not a reused pid)."""
+    try:
+        return str(run_dir) in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
+def terminate_tree(pidfd: int, pgid: int, run_dir: Path) -> None:
+    """SIGTERM the instance's tree, after marking it so a script not yet started never will."""
+    with contextlib.suppress(OSError):
+        (run_dir / STOP_MARKER).touch()
+    signal_tree(pidfd, pgid, signal.SIGTERM)
+
+
+def signal_tree(pidfd: int, pgid: int, sig: int) -> None:
+    """Send ``sig`` to the instance's process group and to descendants that left it.
+
+    The pidfd proves the leader is not yet reaped, so ``pgid`` still names our
+    group. Descendants are listed before the group is signalled: once a parent
+    dies its children are reparented and can no longer be found.
+    """
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return
+    escaped = _escaped_descendants(pgid)
+    killpg(pgid, sig)
+    for proc in escaped:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def _escaped_descendants(pgid: int) -> list[psutil.Process]:
+    """Descendants of the wrapper that moved to another process group (setsid)."""
+    try:
+        descendants = psutil.Process(pgid).children(recursive=True)
+    except psutil.Error:
+        return []
+    escaped = []
+    for proc in descendants:
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.pid) != pgid:
+                escaped.append(proc)
+    return escaped
+
+
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group; an empty group is not an error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def kill_leftover_group(pgid: int, run_dir: Path) -> None:
+    """SIGKILL what is left in the group of a wrapper we do not (or no longer) own.
+
+    Used for wrappers an earlier server started, which init reaps. A group with
+    members keeps its number from being handed out as a new pid, so the group is
+    ours unless a live, unrelated process now owns that pid: then leave it be.
+    """
+    try:
+        proc = psutil.Process(pgid)
+        reused = proc.status() != psutil.STATUS_ZOMBIE and not is_wrapper_of(pgid, run_dir)
+    except psutil.Error:
+        reused = False
+    if not reused:
+        killpg(pgid, signal.SIGKILL)
+
+
+def reap(pidfd: int) -> int | None:
+    """Reap an exited wrapper through its pidfd; its exit code, or None if not our child."""
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return 128 + result.si_status
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf, even of directories a script made read-only; a missing path is fine."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        if not path.exists():
+            return
+    except OSError:
+        pass
+    # A script may have made directories read-only (Go's module cache does).
+    _make_dirs_writable(str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        logger.warning("cannot fully remove %s", path)
+
+
+def _make_dirs_writable(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _make_dirs_writable(entry.path)

@@ -1,0 +1,87 @@
+"""The protocol every runner implements, and the records it exchanges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class InstanceLaunch:
+    """A fully resolved instance: everything needed to start its process."""
+
+    task_id: int
+    instance_id: int
+    shell: str
+    script: str
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class InstanceExit:
+    """What the runner knows when an instance's process tree has ended.
+
+    ``exit_code`` follows the shell convention (128 + N when killed by signal
+    N) and is None when the process vanished without leaving its exit code
+    (an adopted process killed from outside, say). ``stopped`` is True when the
+    runner itself ended it because ``stop`` was called.
+    """
+
+    instance_id: int
+    exit_code: int | None
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What ``recover`` found of an instance started by an earlier server.
+
+    state: "running" (still alive, now watched; its exit will be reported
+    through on_exit), "exited" (ended while no server watched; exit_code is
+    its code) or "gone" (no trace of a process: never started or vanished).
+    """
+
+    state: str
+    pid: int | None = None
+    exit_code: int | None = None
+
+
+ExitCallback = Callable[[InstanceExit], None]
+
+
+class Runner(Protocol):
+    """Starts, watches and stops instances. Thread-safe."""
+
+    def start(self, launch: InstanceLaunch) -> int:
+        """Start the instance; return its pid. Its exit is reported via on_exit."""
+        ...
+
+    def stop(self, instance_id: int, grace_seconds: float) -> None:
+        """SIGTERM the instance's whole tree, SIGKILL what is left after the grace."""
+        ...
+
+    def recover(self, task_id: int, instance_id: int) -> Recovered:
+        """Find an instance an earlier server started, and watch it if alive."""
+        ...
+
+    def log_path(self, task_id: int, instance_id: int) -> Path:
+        """The file that holds the instance's stdout and stderr."""
+        ...
+
+    def remove_task_files(self, task_id: int) -> None:
+        """Delete every file of the task: logs, scripts, working directories."""
+        ...
+
+    def stored_task_ids(self) -> list[int]:
+        """Tasks the runner holds files or processes for."""
+        ...
+
+    def discard_task(self, task_id: int) -> None:
+        """SIGKILL whatever still runs of the task and delete its files (startup sweep)."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching (instances keep running; a new server adopts them)."""
+        ...

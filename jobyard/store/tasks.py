@@ -1,0 +1,289 @@
+"""Queries on tasks and their instances."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from jobyard.domain import (
+    ACTIVE_TASK_STATUSES,
+    LIVE_INSTANCE_STATUSES,
+    Instance,
+    InstanceStatus,
+    Task,
+    TaskStatus,
+    TriggerKind,
+)
+from jobyard.errors import NotFound
+from jobyard.store.tables import instances, tasks, templates
+
+_TASK_COLUMNS = (tasks, templates.c.namespace, templates.c.name.label("template_name"))
+
+
+def _task_select() -> sa.Select[Any]:
+    joined = tasks.join(templates, templates.c.id == tasks.c.template_id)
+    return sa.select(*_TASK_COLUMNS).select_from(joined)
+
+
+def _task(row: Row[Any]) -> Task:
+    m = row._mapping
+    return Task(
+        id=m["id"],
+        template_id=m["template_id"],
+        namespace=m["namespace"],
+        template_name=m["template_name"],
+        template_version=m["template_version"],
+        trigger=TriggerKind(m["trigger"]),
+        status=TaskStatus(m["status"]),
+        reason=m["reason"],
+        message=m["message"],
+        overrides=dict(m["overrides"]),
+        instance_count=m["instance_count"],
+        scheduled_time=m["scheduled_time"],
+        event_id=m["event_id"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        ending_reason=m["ending_reason"],
+        ending_message=m["ending_message"],
+    )
+
+
+@dataclass(frozen=True)
+class NewTask:
+    template_id: str
+    template_version: int
+    trigger: TriggerKind
+    overrides: dict[str, Any]
+    instance_count: int
+    scheduled_time: datetime | None = None
+    event_id: str | None = None
+
+
+def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
+    """Insert a pending task; None when its (template, scheduled time or event id) exists."""
+    values = {
+        "template_id": new.template_id,
+        "template_version": new.template_version,
+        "trigger": new.trigger.value,
+        "status": TaskStatus.PENDING.value,
+        "overrides": new.overrides,
+        "instance_count": new.instance_count,
+        "scheduled_time": new.scheduled_time,
+        "event_id": new.event_id,
+        "created_at": now,
+    }
+    try:
+        with conn.begin_nested():
+            result = conn.execute(tasks.insert().values(**values).returning(tasks.c.id))
+            return int(result.scalar_one())
+    except IntegrityError:
+        return None
+
+
+def find_task_by_key(
+    conn: Connection, template_id: str, scheduled_time: datetime | None, event_id: str | None
+) -> Task | None:
+    query = _task_select().where(tasks.c.template_id == template_id)
+    if scheduled_time is not None:
+        query = query.where(tasks.c.scheduled_time == scheduled_time)
+    else:
+        query = query.where(tasks.c.event_id == event_id)
+    row = conn.execute(query).first()
+    return None if row is None else _task(row)
+
+
+def get_task(conn: Connection, task_id: int) -> Task:
+    row = conn.execute(_task_select().where(tasks.c.id == task_id)).first()
+    if row is None:
+        raise NotFound(f"task {task_id} does not exist")
+    return _task(row)
+
+
+def list_tasks(
+    conn: Connection,
+    template_id: str | None,
+    statuses: Sequence[str] | None,
+    limit: int,
+    offset: int,
+) -> list[Task]:
+    query = _task_select().order_by(tasks.c.id.desc()).limit(limit).offset(offset)
+    if template_id is not None:
+        query = query.where(tasks.c.template_id == template_id)
+    if statuses:
+        query = query.where(tasks.c.status.in_(list(statuses)))
+    return [_task(row) for row in conn.execute(query)]
+
+
+def active_tasks(conn: Connection, template_id: str | None = None) -> list[Task]:
+    query = _task_select().where(tasks.c.status.in_([s.value for s in ACTIVE_TASK_STATUSES]))
+    if template_id is not None:
+        query = query.where(tasks.c.template_id == template_id)
+    return [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
+
+
+def task_ids_of_template(conn: Connection, template_id: str) -> list[int]:
+    query = sa.select(tasks.c.id).where(tasks.c.template_id == template_id)
+    return [row.id for row in conn.execute(query)]
+
+
+def begin_ending(conn: Connection, task_id: int, reason: str, message: str) -> bool:
+    """Record the decision to end an active task; False if it was already ending or over."""
+    result = conn.execute(
+        tasks.update()
+        .where(
+            tasks.c.id == task_id,
+            tasks.c.ending_reason.is_(None),
+            tasks.c.status.in_([s.value for s in ACTIVE_TASK_STATUSES]),
+        )
+        .values(ending_reason=reason, ending_message=message)
+    )
+    return bool(result.rowcount)
+
+
+def mark_task_running(conn: Connection, task_id: int, now: datetime) -> None:
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING.value)
+        .values(status=TaskStatus.RUNNING.value, started_at=now)
+    )
+
+
+def finish_task(
+    conn: Connection, task_id: int, status: TaskStatus, reason: str, message: str, now: datetime
+) -> None:
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.id == task_id, tasks.c.status.in_([s.value for s in ACTIVE_TASK_STATUSES]))
+        .values(status=status.value, reason=reason, message=message, finished_at=now)
+    )
+
+
+def delete_task(conn: Connection, task_id: int) -> None:
+    conn.execute(tasks.delete().where(tasks.c.id == task_id))
+
+
+# -- instances ---------------------------------------------------------------
+
+
+def _instance(row: Row[Any]) -> Instance:
+    m = row._mapping
+    return Instance(
+        id=m["id"],
+        task_id=m["task_id"],
+        index=m["index"],
+        attempt=m["attempt"],
+        status=InstanceStatus(m["status"]),
+        reason=m["reason"],
+        message=m["message"],
+        exit_code=m["exit_code"],
+        pid=m["pid"],
+        shards=list(m["shards"]),
+        not_before=m["not_before"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        stop_requested=bool(m["stop_requested"]),
+    )
+
+
+def insert_instance(
+    conn: Connection,
+    task_id: int,
+    index: int,
+    attempt: int,
+    shards: list[str],
+    not_before: datetime | None,
+    now: datetime,
+) -> int:
+    result = conn.execute(
+        instances.insert()
+        .values(
+            task_id=task_id,
+            index=index,
+            attempt=attempt,
+            status=InstanceStatus.PENDING.value,
+            shards=shards,
+            not_before=not_before,
+            created_at=now,
+        )
+        .returning(instances.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:
+    if not task_ids:
+        return []
+    query = (
+        sa.select(instances)
+        .where(instances.c.task_id.in_(list(task_ids)))
+        .order_by(instances.c.task_id, instances.c.index, instances.c.attempt)
+    )
+    return [_instance(row) for row in conn.execute(query)]
+
+
+def get_instance(conn: Connection, instance_id: int) -> Instance:
+    row = conn.execute(sa.select(instances).where(instances.c.id == instance_id)).first()
+    if row is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    return _instance(row)
+
+
+def live_instances(conn: Connection) -> list[Instance]:
+    query = sa.select(instances).where(
+        instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES])
+    )
+    return [_instance(row) for row in conn.execute(query)]
+
+
+def mark_instance_running(conn: Connection, instance_id: int, pid: int, now: datetime) -> None:
+    conn.execute(
+        instances.update()
+        .where(instances.c.id == instance_id)
+        .values(status=InstanceStatus.RUNNING.value, pid=pid, started_at=now)
+    )
+
+
+def request_instance_stop(conn: Connection, instance_id: int) -> None:
+    conn.execute(
+        instances.update().where(instances.c.id == instance_id).values(stop_requested=True)
+    )
+
+
+def finish_instance(
+    conn: Connection,
+    instance_id: int,
+    status: InstanceStatus,
+    exit_code: int | None,
+    reason: str | None,
+    message: str | None,
+    now: datetime,
+) -> bool:
+    """End a live instance; False when it had already ended (a repeated report)."""
+    result = conn.execute(
+        instances.update()
+        .where(
+            instances.c.id == instance_id,
+            instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES]),
+        )
+        .values(
+            status=status.value,
+            exit_code=exit_code,
+            reason=reason,
+            message=message,
+            finished_at=now,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def existing_task_ids(conn: Connection, task_ids: Sequence[int]) -> set[int]:
+    query = sa.select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)))
+    return {row.id for row in conn.execute(query)}

@@ -1,0 +1,252 @@
+"""Queries on namespaces, templates and their versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from jobyard.domain import Template, TemplateVersion
+from jobyard.errors import AlreadyExists, Conflict, NotFound
+from jobyard.spec import TemplateSpec, parse_spec
+from jobyard.store.tables import namespaces, template_versions, templates
+
+DEFAULT_NAMESPACE = "default"
+
+
+def ensure_namespace(conn: Connection, name: str, now: datetime, description: str = "") -> None:
+    exists = conn.execute(sa.select(namespaces.c.name).where(namespaces.c.name == name)).first()
+    if exists is None:
+        conn.execute(namespaces.insert().values(name=name, description=description, created_at=now))
+
+
+def create_namespace(conn: Connection, name: str, description: str, now: datetime) -> None:
+    if conn.execute(sa.select(namespaces.c.name).where(namespaces.c.name == name)).first():
+        raise AlreadyExists(f"namespace {name!r} already exists")
+    conn.execute(namespaces.insert().values(name=name, description=description, created_at=now))
+
+
+def list_namespaces(conn: Connection) -> list[dict[str, Any]]:
+    count = sa.func.count(templates.c.id)
+    query = (
+        sa.select(namespaces, count.label("template_count"))
+        .select_from(namespaces.outerjoin(templates, templates.c.namespace == namespaces.c.name))
+        .group_by(namespaces.c.name, namespaces.c.description, namespaces.c.created_at)
+        .order_by(namespaces.c.name)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def require_namespace(conn: Connection, name: str) -> None:
+    if conn.execute(sa.select(namespaces.c.name).where(namespaces.c.name == name)).first() is None:
+        raise NotFound(f"namespace {name!r} does not exist")
+
+
+def delete_namespace(conn: Connection, name: str) -> None:
+    require_namespace(conn, name)
+    if name == DEFAULT_NAMESPACE:
+        raise Conflict("the default namespace cannot be deleted")
+    used = conn.execute(sa.select(templates.c.id).where(templates.c.namespace == name)).first()
+    if used is not None:
+        raise Conflict(f"namespace {name!r} still has templates; delete them first")
+    conn.execute(namespaces.delete().where(namespaces.c.name == name))
+
+
+def _current_spec_join() -> sa.Select[Any]:
+    joined = templates.join(
+        template_versions,
+        sa.and_(
+            template_versions.c.template_id == templates.c.id,
+            template_versions.c.version == templates.c.version,
+        ),
+    )
+    return sa.select(templates, template_versions.c.spec).select_from(joined)
+
+
+def _template(row: Row[Any]) -> Template:
+    m = row._mapping
+    return Template(
+        id=m["id"],
+        namespace=m["namespace"],
+        name=m["name"],
+        version=m["version"],
+        spec=parse_spec(m["spec"]),
+        suspended=bool(m["suspended"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        next_fire_at=m["next_fire_at"],
+    )
+
+
+def get_template(conn: Connection, namespace: str, name: str) -> Template:
+    query = _current_spec_join().where(templates.c.namespace == namespace, templates.c.name == name)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"template {name!r} does not exist in namespace {namespace!r}")
+    return _template(row)
+
+
+def get_template_by_id(conn: Connection, template_id: str) -> Template:
+    row = conn.execute(_current_spec_join().where(templates.c.id == template_id)).first()
+    if row is None:
+        raise NotFound(f"template {template_id!r} does not exist")
+    return _template(row)
+
+
+def list_templates(
+    conn: Connection, namespace: str | None, limit: int, offset: int, search: str | None = None
+) -> list[Template]:
+    query = _current_spec_join().order_by(templates.c.namespace, templates.c.name)
+    if namespace is not None:
+        query = query.where(templates.c.namespace == namespace)
+    if search:
+        query = query.where(templates.c.name.contains(search, autoescape=True))
+    return [_template(row) for row in conn.execute(query.limit(limit).offset(offset))]
+
+
+def list_cron_schedule(conn: Connection) -> list[tuple[str, datetime | None, bool]]:
+    """(template id, next fire time, suspended) of every template: the scheduler's view."""
+    query = sa.select(templates.c.id, templates.c.next_fire_at, templates.c.suspended)
+    return [(row.id, row.next_fire_at, bool(row.suspended)) for row in conn.execute(query)]
+
+
+def insert_template(
+    conn: Connection,
+    namespace: str,
+    spec: TemplateSpec,
+    now: datetime,
+    next_fire_at: datetime | None,
+) -> str:
+    require_namespace(conn, namespace)
+    template_id = str(uuid.uuid4())
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                templates.insert().values(
+                    id=template_id,
+                    namespace=namespace,
+                    name=spec.name,
+                    version=1,
+                    next_fire_at=next_fire_at,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    except IntegrityError:
+        raise AlreadyExists(
+            f"template {spec.name!r} already exists in namespace {namespace!r}"
+        ) from None
+    _insert_version(conn, template_id, 1, spec, now)
+    return template_id
+
+
+def _insert_version(
+    conn: Connection, template_id: str, version: int, spec: TemplateSpec, now: datetime
+) -> None:
+    conn.execute(
+        template_versions.insert().values(
+            template_id=template_id,
+            version=version,
+            spec=spec.model_dump(mode="json"),
+            created_at=now,
+        )
+    )
+
+
+def add_version(
+    conn: Connection,
+    template: Template,
+    spec: TemplateSpec,
+    now: datetime,
+    next_fire_at: datetime | None,
+) -> int:
+    """Store ``spec`` as the template's next version and make it current."""
+    version = _lock_version(conn, template.id) + 1
+    _insert_version(conn, template.id, version, spec, now)
+    conn.execute(
+        templates.update()
+        .where(templates.c.id == template.id)
+        .values(version=version, updated_at=now, next_fire_at=next_fire_at)
+    )
+    return version
+
+
+def _lock_version(conn: Connection, template_id: str) -> int:
+    # UPDATE first: it takes the row lock that serialises concurrent edits.
+    conn.execute(
+        templates.update()
+        .where(templates.c.id == template_id)
+        .values(task_seq=templates.c.task_seq + 1)
+    )
+    newest = sa.select(sa.func.max(template_versions.c.version)).where(
+        template_versions.c.template_id == template_id
+    )
+    return int(conn.execute(newest).scalar_one())
+
+
+def lock_template(conn: Connection, template_id: str) -> None:
+    """Take the template's row lock for the rest of the transaction."""
+    result = conn.execute(
+        templates.update()
+        .where(templates.c.id == template_id)
+        .values(task_seq=templates.c.task_seq + 1)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"template {template_id!r} does not exist")
+
+
+def list_versions(conn: Connection, template_id: str) -> list[TemplateVersion]:
+    query = (
+        sa.select(template_versions)
+        .where(template_versions.c.template_id == template_id)
+        .order_by(template_versions.c.version.desc())
+    )
+    return [_version(row) for row in conn.execute(query)]
+
+
+def get_version(conn: Connection, template_id: str, version: int) -> TemplateVersion:
+    query = sa.select(template_versions).where(
+        template_versions.c.template_id == template_id, template_versions.c.version == version
+    )
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"version {version} does not exist")
+    return _version(row)
+
+
+def _version(row: Row[Any]) -> TemplateVersion:
+    m = row._mapping
+    return TemplateVersion(
+        template_id=m["template_id"],
+        version=m["version"],
+        spec=parse_spec(m["spec"]),
+        created_at=m["created_at"],
+    )
+
+
+def set_suspended(conn: Connection, template_id: str, suspended: bool, now: datetime) -> None:
+    conn.execute(
+        templates.update()
+        .where(templates.c.id == template_id)
+        .values(suspended=suspended, updated_at=now)
+    )
+
+
+def set_next_fire(conn: Connection, template_id: str, next_fire_at: datetime | None) -> None:
+    conn.execute(
+        templates.update().where(templates.c.id == template_id).values(next_fire_at=next_fire_at)
+    )
+
+
+def delete_template(conn: Connection, template_id: str) -> None:
+    conn.execute(templates.delete().where(templates.c.id == template_id))
+
+
+def ids_in(conn: Connection, template_ids: Sequence[str]) -> set[str]:
+    query = sa.select(templates.c.id).where(templates.c.id.in_(list(template_ids)))
+    return {row.id for row in conn.execute(query)}

@@ -1,0 +1,391 @@
+"""The local runner against real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobyard.errors import Conflict
+from jobyard.runners.base import InstanceExit, InstanceLaunch, Recovered
+from jobyard.runners.local import LocalRunner
+
+# Every process a test starts carries this variable, so teardown can find and
+# kill it even after it was orphaned or left its process group.
+MARK = "JOBYARD_TEST_MARK"
+WAIT = 15.0
+
+ExitQueue = queue.Queue[InstanceExit]
+
+
+class Harness:
+    """Runners on one data dir, and the bookkeeping to clean up after them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path / "data"
+        self.out = tmp_path / "out"  # where scripts leave evidence ($OUT)
+        self.out.mkdir()
+        self.mark = uuid.uuid4().hex
+        self.runners: list[LocalRunner] = []
+        self.pids: list[int] = []
+
+    def runner(self) -> tuple[LocalRunner, ExitQueue]:
+        exits: ExitQueue = queue.Queue()
+        runner = LocalRunner(self.data_dir, exits.put)
+        self.runners.append(runner)
+        return runner, exits
+
+    def launch(
+        self, task_id: int, instance_id: int, script: str, env: dict[str, str] | None = None
+    ) -> InstanceLaunch:
+        full_env = {MARK: self.mark, "OUT": str(self.out), **(env or {})}
+        return InstanceLaunch(task_id, instance_id, "/bin/sh", script, full_env)
+
+    def start(self, runner: LocalRunner, launch: InstanceLaunch) -> int:
+        pid = runner.start(launch)
+        self.pids.append(pid)
+        return pid
+
+    def run_dir(self, task_id: int, instance_id: int) -> Path:
+        return self.data_dir.resolve() / "tasks" / str(task_id) / str(instance_id)
+
+    def clean_up(self) -> None:
+        for runner in self.runners:
+            runner.close()
+        marked = [p for p in psutil.process_iter(["environ"]) if _has_mark(p, self.mark)]
+        for proc in marked:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(marked, timeout=5)
+        for pid in self.pids:
+            _reap_if_our_child(pid)
+
+
+def _has_mark(proc: psutil.Process, mark: str) -> bool:
+    return (proc.info.get("environ") or {}).get(MARK) == mark
+
+
+def _reap_if_our_child(pid: int) -> None:
+    """Reap a wrapper a closed runner left behind (still a child of this process)."""
+    try:
+        alive = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return  # a runner reaped it; the number may belong to someone else by now
+    if alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # an unreaped child's pid cannot be reused
+    os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.clean_up()
+
+
+def next_exit(exits: ExitQueue, timeout: float = WAIT) -> InstanceExit:
+    return exits.get(timeout=timeout)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        time.sleep(0.01)
+
+
+def read_pid(path: Path) -> int:
+    wait_for(lambda: path.exists() and path.read_text().strip() != "")
+    return int(path.read_text())
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def log_has(runner: LocalRunner, task_id: int, instance_id: int, text: str) -> Callable[[], bool]:
+    path = runner.log_path(task_id, instance_id)
+    return lambda: path.exists() and text in path.read_text()
+
+
+# --- exit codes, environment, working directory, logs ---------------------------
+
+
+def test_exit_codes_are_reported(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "exit 0"))
+    harness.start(runner, harness.launch(1, 2, "exit 3"))
+
+    reported = {e.instance_id: e for e in (next_exit(exits), next_exit(exits))}
+
+    assert reported == {
+        1: InstanceExit(1, 0, stopped=False),
+        2: InstanceExit(2, 3, stopped=False),
+    }
+
+
+def test_env_is_exactly_the_launch_env_plus_defaults(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBYARD_SERVER_ONLY", "must not leak")
+    runner, exits = harness.runner()
+    launch = harness.launch(1, 1, "/usr/bin/env", {"FOO": "bar baz", "LANG": "en_US.UTF-8"})
+    harness.start(runner, launch)
+    next_exit(exits)
+
+    lines = runner.log_path(1, 1).read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines)
+    work = str(harness.run_dir(1, 1) / "work")
+    assert env == {
+        **launch.env,
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": work,
+        "PWD": work,  # set by the shell itself
+    }
+    assert env["LANG"] == "en_US.UTF-8"  # the launch env overrides a default
+
+
+def test_cwd_is_a_fresh_work_dir_removed_after_exit(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "pwd; ls -A | wc -l; touch left-here"))
+    assert next_exit(exits).exit_code == 0
+
+    run_dir = harness.run_dir(1, 1)
+    cwd, entries = runner.log_path(1, 1).read_text().split()
+    assert cwd == str(run_dir / "work")
+    assert entries == "0"
+    assert not (run_dir / "work").exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["exit", "output.log", "pid", "script"]
+
+
+def test_read_only_dirs_in_work_dir_are_removed(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = "mkdir -p ro/sub && touch ro/sub/f && chmod 500 ro/sub ro"
+    harness.start(runner, harness.launch(1, 1, script))
+    assert next_exit(exits).exit_code == 0
+
+    assert not (harness.run_dir(1, 1) / "work").exists()
+
+
+def test_output_log_interleaves_stdout_and_stderr_live(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = "echo out1; echo err1 >&2; echo out2; sleep 300"
+    harness.start(runner, harness.launch(1, 1, script))
+
+    wait_for(log_has(runner, 1, 1, "out1\nerr1\nout2\n"))
+    assert exits.empty()  # still running while its output is readable
+    runner.stop(1, grace_seconds=5)
+    assert next_exit(exits).stopped
+
+
+# --- stopping and killing the whole tree ------------------------------------------
+
+
+def test_stop_kills_background_children(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = 'sleep 300 & echo $! > "$OUT/bg.pid"; wait'
+    harness.start(runner, harness.launch(1, 1, script))
+    background = read_pid(harness.out / "bg.pid")
+
+    runner.stop(1, grace_seconds=5)
+
+    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+    wait_for(lambda: is_gone(background))
+
+
+def test_stop_sends_sigkill_after_the_grace_to_what_ignores_sigterm(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = """trap '' TERM; sleep 300 & echo $! > "$OUT/bg.pid"; wait"""
+    harness.start(runner, harness.launch(1, 1, script))
+    stubborn = read_pid(harness.out / "bg.pid")
+
+    stopped_at = time.monotonic()
+    runner.stop(1, grace_seconds=0.5)
+
+    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGKILL, stopped=True)
+    assert time.monotonic() - stopped_at >= 0.5  # not killed before its grace
+    wait_for(lambda: is_gone(stubborn))
+
+
+def test_stop_reaches_descendants_that_left_the_group(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = 'setsid sleep 300 & echo $! > "$OUT/escaped.pid"; sleep 300 & wait'
+    harness.start(runner, harness.launch(1, 1, script))
+    escaped = read_pid(harness.out / "escaped.pid")
+    wait_for(lambda: os.getpgid(escaped) == escaped)  # setsid has run
+
+    runner.stop(1, grace_seconds=5)
+
+    assert next_exit(exits).stopped
+    wait_for(lambda: is_gone(escaped))
+
+
+def test_stop_lets_a_term_trap_clean_up_before_the_exit_is_reported(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = """trap 'echo done > "$OUT/cleanup"; exit 7' TERM; echo ready; sleep 300 & wait"""
+    harness.start(runner, harness.launch(1, 1, script))
+    wait_for(log_has(runner, 1, 1, "ready"))
+
+    runner.stop(1, grace_seconds=10)
+
+    assert next_exit(exits) == InstanceExit(1, 7, stopped=True)
+    assert (harness.out / "cleanup").read_text() == "done\n"
+
+
+def test_stop_right_after_start_ends_the_instance(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "sleep 300"))
+    runner.stop(1, grace_seconds=60)
+
+    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+
+
+def test_stop_is_idempotent_and_ignores_unknown_instances(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    runner.stop(404, grace_seconds=1)
+    harness.start(runner, harness.launch(1, 1, "sleep 300"))
+    runner.stop(1, grace_seconds=5)
+    runner.stop(1, grace_seconds=5)
+
+    assert next_exit(exits).stopped
+    runner.stop(1, grace_seconds=5)
+    with pytest.raises(queue.Empty):
+        exits.get(timeout=0.3)
+
+
+def test_background_process_left_by_a_finished_script_is_killed(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    script = 'sleep 300 & echo $! > "$OUT/bg.pid"; exit 0'
+    harness.start(runner, harness.launch(1, 1, script))
+
+    assert next_exit(exits) == InstanceExit(1, 0, stopped=False)
+    wait_for(lambda: is_gone(read_pid(harness.out / "bg.pid")))
+
+
+# --- recovery after a server restart ----------------------------------------------
+
+WAIT_FOR_GO = 'while [ ! -e "$OUT/go" ]; do sleep 0.02; done; exit {code}'
+
+
+def test_recover_adopts_a_running_instance_and_reports_its_exit(harness: Harness) -> None:
+    old, old_exits = harness.runner()
+    pid = harness.start(old, harness.launch(1, 1, WAIT_FOR_GO.format(code=5)))
+    read_pid(harness.run_dir(1, 1) / "pid")
+    old.close()
+
+    new, exits = harness.runner()
+    assert new.recover(1, 1) == Recovered("running", pid=pid)
+    assert new.recover(1, 1) == Recovered("running", pid=pid)  # not watched twice
+    (harness.out / "go").touch()
+
+    assert next_exit(exits) == InstanceExit(1, 5, stopped=False)
+    assert old_exits.empty()
+    assert not (harness.run_dir(1, 1) / "work").exists()
+    with pytest.raises(queue.Empty):
+        exits.get(timeout=0.3)
+
+
+def test_recover_then_stop_an_adopted_instance(harness: Harness) -> None:
+    old, _ = harness.runner()
+    harness.start(old, harness.launch(1, 1, "sleep 300 & wait"))
+    read_pid(harness.run_dir(1, 1) / "pid")
+    old.close()
+
+    new, exits = harness.runner()
+    assert new.recover(1, 1).state == "running"
+    new.stop(1, grace_seconds=5)
+
+    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+
+
+def test_recover_reports_an_instance_that_exited_unwatched(harness: Harness) -> None:
+    old, _ = harness.runner()
+    pid = harness.start(old, harness.launch(1, 1, WAIT_FOR_GO.format(code=4)))
+    read_pid(harness.run_dir(1, 1) / "pid")
+    old.close()
+    (harness.out / "go").touch()
+    wait_for((harness.run_dir(1, 1) / "exit").exists)
+    os.waitpid(pid, 0)  # what init does once the old server is gone
+
+    new, exits = harness.runner()
+    assert new.recover(1, 1) == Recovered("exited", exit_code=4)
+    with pytest.raises(queue.Empty):
+        exits.get(timeout=0.3)
+
+
+def test_recover_without_files_is_gone(harness: Harness) -> None:
+    runner, _ = harness.runner()
+    assert runner.recover(7, 7) == Recovered("gone")
+
+
+def test_recover_does_not_adopt_or_kill_an_unrelated_process(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    with subprocess.Popen(["sleep", "300"], start_new_session=True) as stranger:
+        try:
+            for instance_id, pid in ((1, os.getpid()), (2, stranger.pid)):
+                run_dir = harness.run_dir(1, instance_id)
+                run_dir.mkdir(parents=True)
+                (run_dir / "pid").write_text(f"{pid}\n")
+                assert runner.recover(1, instance_id) == Recovered("gone")
+            time.sleep(0.1)
+            assert stranger.poll() is None  # its process group was left alone
+        finally:
+            stranger.kill()
+    assert exits.empty()
+
+
+# --- bookkeeping --------------------------------------------------------------------
+
+
+def test_many_concurrent_instances_are_each_reported_once(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    launches = [harness.launch(1, i, f"sleep 0.0{i % 5}; exit {i % 7}") for i in range(50)]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda launch: harness.start(runner, launch), launches))
+
+    reported = [next_exit(exits) for _ in launches]
+
+    assert sorted(e.instance_id for e in reported) == list(range(50))
+    assert all(e.exit_code == e.instance_id % 7 and not e.stopped for e in reported)
+    with pytest.raises(queue.Empty):
+        exits.get(timeout=0.3)
+
+
+def test_starting_an_instance_twice_is_a_conflict(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "exit 0"))
+    next_exit(exits)
+
+    with pytest.raises(Conflict):
+        runner.start(harness.launch(1, 1, "exit 0"))
+
+
+def test_remove_task_files_deletes_everything_of_the_task(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "echo hi"))
+    harness.start(runner, harness.launch(2, 2, "echo hi"))
+    next_exit(exits)
+    next_exit(exits)
+
+    runner.remove_task_files(1)
+    runner.remove_task_files(1)  # already gone: fine
+
+    assert not harness.run_dir(1, 1).parent.exists()
+    assert runner.log_path(2, 2).read_text() == "hi\n"

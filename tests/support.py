@@ -1,0 +1,146 @@
+"""Helpers for tests that drive a real server: start, stop, crash, wait."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+TERMINAL = {"succeeded", "failed", "stopped"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+class JobyardServer:
+    """``python -m jobyard server`` as a child process, with an HTTP client."""
+
+    def __init__(self, data_dir: Path, database_url: str, port: int) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.log_path = data_dir / "server.log"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
+        command = [
+            sys.executable, "-m", "jobyard", "server",
+            "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "--database-url", self.database_url,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for(self._healthy, timeout=60, interval=0.1)
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{self.log_path.read_text()}")
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def terminate(self) -> int | None:
+        """SIGTERM, as a service manager would; return the exit code."""
+        if self.process is None:
+            return None
+        self.process.terminate()
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def kill_instances(self) -> None:
+        """Tests own their processes: kill every instance group still alive."""
+        self.client.close()
+        for pid_file in self.data_dir.glob("tasks/*/*/pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError, OSError):
+                os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+    # -- API helpers ------------------------------------------------------------
+
+    def api(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
+        response = self.client.request(method, "/api/v1" + path, **kwargs)
+        if expect is not None:
+            assert response.status_code == expect, (response.status_code, response.text)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def create_template(self, spec: dict[str, Any], namespace: str = "default") -> Any:
+        return self.api("POST", f"/namespaces/{namespace}/templates", expect=201, json=spec)
+
+    def run(self, name: str, body: dict[str, Any] | None = None, namespace: str = "default") -> Any:
+        path = f"/namespaces/{namespace}/templates/{name}/run"
+        return self.api("POST", path, expect=201, json=body)
+
+    def task(self, task_id: int) -> Any:
+        return self.api("GET", f"/tasks/{task_id}", expect=200)
+
+    def wait_task(self, task_id: int, timeout: float = 30.0) -> Any:
+        def done() -> Any:
+            task = self.task(task_id)
+            return task if task["status"] in TERMINAL else None
+
+        return wait_for(done, timeout=timeout)
+
+    def instances(self, task_id: int) -> Any:
+        return self.api("GET", f"/tasks/{task_id}/instances", expect=200)
+
+    def log(self, instance_id: int) -> str:
+        text = self.api("GET", f"/instances/{instance_id}/logs", expect=200)
+        assert isinstance(text, str)
+        return text
+
+    def events(self, **params: Any) -> Any:
+        return self.api("GET", "/events", expect=200, params=params)
+
+
+def script_template(name: str, script: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "deployment": {"type": "script", "script": script},
+        "retry_backoff": 0,
+    }
+    spec.update(extra)
+    return spec
