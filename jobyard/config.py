@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 from pathlib import Path
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,39 @@ class Settings:
     port: int = 8080
     # How often the controller re-reads all active tasks even without a wake-up.
     resync_seconds: float = 10.0
+    # The base of trigger URLs shown to users; default: from host and port.
+    public_url: str | None = None
+    # Proxies whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    max_body_bytes: int = 1024 * 1024
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # A bootstrap admin token accepted besides the stored ones (JOBYARD_ADMIN_TOKEN).
+    admin_token: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def on_loopback(self) -> bool:
+        if self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def resolved_database_url(self) -> str:

@@ -86,6 +86,8 @@ class Reason(StrEnum):
     CONCURRENCY_FORBIDDEN = "ConcurrencyForbidden"
     MISSED_SCHEDULE = "MissedSchedule"
     RECOVERED = "Recovered"
+    TRIGGER_REJECTED = "TriggerRejected"
+    TRIGGER_ROTATED = "TriggerRotated"
 
 
 # The end a stop reason leads to: a deadline is a failure, the rest a stop.
@@ -109,6 +111,7 @@ class Template:
     created_at: datetime
     updated_at: datetime
     next_fire_at: datetime | None
+    hook_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Task:
     finished_at: datetime | None
     ending_reason: str | None
     ending_message: str | None
+    payload: dict[str, Any] | None = None
 
     @property
     def is_active(self) -> bool:

@@ -41,3 +41,25 @@ class ConcurrencyForbidden(Conflict):
 
 class StoreError(JobyardError):
     """The database failed in a way the caller cannot fix."""
+
+
+class BadRequest(JobyardError):
+    """A request that cannot be understood (malformed JSON, a bad override)."""
+
+
+class Unauthorized(JobyardError):
+    """No valid API token."""
+
+
+class Forbidden(JobyardError):
+    """Known caller, not allowed: a role too weak, a trigger filter said no."""
+
+
+class MethodNotAllowed(JobyardError):
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class PayloadTooLarge(JobyardError):
+    """A request body over the configured limit."""

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator, model_validator
 
 from jobyard import cron
 from jobyard.errors import InvalidSpec
@@ -54,8 +54,9 @@ class ScriptDeployment(Model):
         return script
 
 
-# A tagged union: code packages and container images join it as new members.
-Deployment = Annotated[ScriptDeployment, Field(discriminator="type")]
+# A tagged union on ``type``: code packages and container images join it as
+# new members (with a Discriminator once there are two).
+Deployment = ScriptDeployment
 
 
 class Resources(Model):
@@ -130,7 +131,14 @@ class HttpTrigger(Model):
     security: HttpSecurity = Field(default_factory=HttpSecurity)
 
 
-Trigger = Annotated[CronTrigger | HttpTrigger, Field(discriminator="type")]
+Trigger = Annotated[
+    CronTrigger | HttpTrigger,
+    Discriminator(
+        "type",
+        custom_error_type="trigger_type",
+        custom_error_message="trigger.type must be one of: cron, http",
+    ),
+]
 
 
 class Sharding(Model):

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,22 +40,40 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: flo
 class JobyardServer:
     """``python -m jobyard server`` as a child process, with an HTTP client."""
 
-    def __init__(self, data_dir: Path, database_url: str, port: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str,
+        port: int,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        connect_host: str = "127.0.0.1",
+        scheme: str = "http",
+        verify: Any = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        host = f"[{connect_host}]" if ":" in connect_host else connect_host
+        self.url = f"{scheme}://{host}:{port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(
+            base_url=self.url, timeout=30, verify=verify, headers=dict(headers or {})
+        )
         self.log_path = data_dir / "server.log"
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
+        env.update(self.extra_env)
         command = [
             sys.executable, "-m", "jobyard", "server",
             "--port", str(self.port),
             "--data-dir", str(self.data_dir),
             "--database-url", self.database_url,
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -144,3 +162,50 @@ def script_template(name: str, script: str, **extra: Any) -> dict[str, Any]:
     }
     spec.update(extra)
     return spec
+
+
+def processes_using(path: Path) -> list[Any]:
+    """Live processes (zombies aside) whose command line, working directory or
+    environment mention ``path``: what a test may have left running there."""
+    import psutil  # here, so that this helper stays an append to the module
+
+    needles = {str(path), str(path.resolve())}
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            texts = [*proc.cmdline(), proc.cwd(), *proc.environ().values()]
+            if any(needle in text for text in texts for needle in needles):
+                found.append(proc)
+    return found
+
+
+def instance_dir(server: JobyardServer, task_id: int, instance_id: int) -> Path:
+    """The local runner's run directory of an instance (pid, exit, output.log)."""
+    return server.data_dir / "tasks" / str(task_id) / str(instance_id)
+
+
+def start_server(data_dir: Path, database_url: str | None = None, **options: Any) -> JobyardServer:
+    """A started server (SQLite in ``data_dir`` by default); ``options`` go to
+    JobyardServer (extra_args, env, connect_host, scheme, verify, headers).
+    Pair with ``stop_server``."""
+    url = database_url or f"sqlite:///{data_dir / 'jobyard.db'}"
+    jobyard = JobyardServer(data_dir=data_dir, database_url=url, port=free_port(), **options)
+    try:
+        jobyard.start()
+    except BaseException:
+        stop_server(jobyard)
+        raise
+    return jobyard
+
+
+def stop_server(jobyard: JobyardServer) -> None:
+    """SIGTERM the server (if it runs) and kill what its instances left behind.
+
+    The client goes first: an idle keep-alive TLS connection would hold up the
+    server's graceful shutdown for its whole timeout."""
+    jobyard.client.close()
+    with contextlib.suppress(ProcessLookupError):
+        jobyard.terminate()
+    jobyard.kill_instances()

@@ -1,19 +1,28 @@
-"""The ASGI application: routers, error handlers, and the engine's lifetime."""
+"""The ASGI application: routers, error handlers, docs, and the engine's lifetime."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import swagger_ui_bundle
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import jobyard
-from jobyard.api import errors, tasks, templates
+from jobyard.api import errors, hooks, sae, tasks, templates, tokens
+from jobyard.api.auth import authorize
 from jobyard.api.deps import EngineDep
 from jobyard.config import Settings
 from jobyard.engine.core import Engine
+
+SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+GUARDED = [Depends(authorize)]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,13 +41,40 @@ def create_app(settings: Settings) -> FastAPI:
         version=jobyard.__version__,
         description="A self-hosted serverless job platform.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     errors.install(app)
-    app.include_router(templates.router)
-    app.include_router(tasks.router)
-    app.add_api_route("/api/v1/info", info, methods=["GET"], tags=["server"])
+    for router in (templates.router, tasks.router, tokens.router, sae.router):
+        app.include_router(router, dependencies=GUARDED)
+    app.include_router(hooks.router)
+    app.add_api_route("/api/v1/info", info, methods=["GET"], tags=["server"], dependencies=GUARDED)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["server"])
+    _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """OpenAPI and Swagger UI, served from the package: no CDN, no outside network."""
+    app.mount("/docs-assets", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")
+
+    def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="jobyard API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    for path, endpoint in (("/openapi.json", openapi), ("/docs", docs)):
+        app.add_api_route(
+            path, endpoint, methods=["GET"], include_in_schema=False, dependencies=GUARDED
+        )
 
 
 def info(engine: EngineDep) -> dict[str, Any]:
@@ -48,6 +84,10 @@ def info(engine: EngineDep) -> dict[str, Any]:
         "database": engine.store.dialect,
         "runner": "local",
         "data_dir": str(engine.data_dir),
+        "public_url": engine.settings.base_url,
+        "auth": "tokens"
+        if engine.tokens.any_tokens() or not engine.settings.on_loopback
+        else "open (loopback, no tokens)",
     }
 
 

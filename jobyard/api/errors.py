@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,12 +12,17 @@ from fastapi.responses import JSONResponse
 
 from jobyard.errors import (
     AlreadyExists,
+    BadRequest,
     ConcurrencyForbidden,
     Conflict,
+    Forbidden,
     InvalidSpec,
     JobyardError,
+    MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     StoreError,
+    Unauthorized,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,11 @@ _STATUS = [
     (Conflict, 409, "conflict"),
     (InvalidSpec, 422, "invalid"),
     (StoreError, 503, "store_unavailable"),
+    (BadRequest, 400, "bad_request"),
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (MethodNotAllowed, 405, "method_not_allowed"),
+    (PayloadTooLarge, 413, "payload_too_large"),
 ]
 
 
@@ -51,6 +62,8 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     details = describe_validation(list(exc.errors()))
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    if request.url.path.startswith("/pop/"):
+        return sae_answer(400, summary)
     body = {"error": "invalid", "message": summary, "details": details}
     return JSONResponse(body, status_code=422)
 
@@ -63,12 +76,46 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     )
     if status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    if request.url.path.startswith("/pop/"):
+        return sae_answer(400 if status == 422 else status, str(exc))
     body: dict[str, Any] = {"error": code, "message": str(exc)}
     if isinstance(exc, ConcurrencyForbidden):
         body["active_task_id"] = exc.active_task_id
     if isinstance(exc, InvalidSpec) and exc.field:
         body["details"] = [{"field": exc.field, "message": str(exc)}]
+    return JSONResponse(body, status_code=status, headers=_headers(exc))
+
+
+def _headers(exc: JobyardError) -> dict[str, str]:
+    if isinstance(exc, MethodNotAllowed):
+        return {"Allow": ", ".join(exc.allowed)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
+def sae_answer(status: int, message: str) -> JSONResponse:
+    """An error in the shape SAE's API uses, for its compatible endpoints."""
+    request_id = str(uuid.uuid4()).upper()
+    body = {
+        "RequestId": request_id,
+        "Code": _SAE_CODES.get(status, "Error"),
+        "Success": False,
+        "Message": message,
+        "Data": None,
+    }
     return JSONResponse(body, status_code=status)
+
+
+_SAE_CODES = {
+    400: "InvalidParameter",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    503: "ServiceUnavailable",
+}
 
 
 def install(app: FastAPI) -> None:

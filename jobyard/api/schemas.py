@@ -9,13 +9,19 @@ from pydantic import BaseModel, Field
 
 from jobyard import cron
 from jobyard.domain import Event, Instance, Task, Template, TemplateVersion
-from jobyard.spec import CronTrigger, TemplateSpec
+from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
 
 
 class ScheduleOut(BaseModel):
     description: str
     timezone: str
     next_fire_times: list[datetime]
+
+
+class HttpTriggerOut(BaseModel):
+    url: str = Field(description="POST (or another allowed method) here to start a task")
+    methods: list[str]
+    protocols: list[str]
 
 
 class TemplateOut(BaseModel):
@@ -30,9 +36,12 @@ class TemplateOut(BaseModel):
     schedule: ScheduleOut | None = Field(
         default=None, description="for cron templates: the next fire times, to check the expression"
     )
+    trigger: HttpTriggerOut | None = Field(
+        default=None, description="for HTTP-triggered templates: the URL that starts a task"
+    )
 
     @classmethod
-    def of(cls, template: Template, upcoming: list[datetime]) -> TemplateOut:
+    def of(cls, template: Template, upcoming: list[datetime], base_url: str) -> TemplateOut:
         schedule = None
         trigger = template.spec.trigger
         if isinstance(trigger, CronTrigger):
@@ -52,7 +61,19 @@ class TemplateOut(BaseModel):
             updated_at=template.updated_at,
             spec=template.spec,
             schedule=schedule,
+            trigger=_http_trigger(template, base_url),
         )
+
+
+def _http_trigger(template: Template, base_url: str) -> HttpTriggerOut | None:
+    trigger = template.spec.trigger
+    if not isinstance(trigger, HttpTrigger) or template.hook_token is None:
+        return None
+    return HttpTriggerOut(
+        url=f"{base_url}/hooks/{template.hook_token}",
+        methods=list(trigger.methods),
+        protocols=list(trigger.protocols),
+    )
 
 
 class VersionOut(BaseModel):

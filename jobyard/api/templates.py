@@ -26,7 +26,8 @@ TEMPLATE = "/namespaces/{namespace}/templates/{name}"
 
 
 def _out(engine: Engine, template: Template) -> TemplateOut:
-    return TemplateOut.of(template, upcoming_fires(template, engine.clock.now()))
+    upcoming = upcoming_fires(template, engine.clock.now())
+    return TemplateOut.of(template, upcoming, engine.settings.base_url)
 
 
 @router.get("/namespaces", response_model=list[NamespaceOut])
@@ -104,6 +105,12 @@ def list_versions(namespace: str, name: str, engine: EngineDep) -> list[VersionO
 def rollback(namespace: str, name: str, body: RollbackIn, engine: EngineDep) -> TemplateOut:
     """Make a new version whose spec equals version ``body.version``."""
     return _out(engine, engine.templates.rollback(namespace, name, body.version))
+
+
+@router.post(TEMPLATE + "/trigger/rotate", response_model=TemplateOut)
+def rotate_trigger(namespace: str, name: str, engine: EngineDep) -> TemplateOut:
+    """Give the HTTP trigger a new URL; the old one stops working at once."""
+    return _out(engine, engine.templates.rotate_hook(namespace, name))
 
 
 @router.post(TEMPLATE + "/suspend", response_model=TemplateOut)

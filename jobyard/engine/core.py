@@ -13,6 +13,7 @@ from jobyard.engine.scheduler import Scheduler
 from jobyard.engine.specs import SpecCache
 from jobyard.engine.tasks import TaskService
 from jobyard.engine.templates import TemplateService
+from jobyard.engine.tokens import TokenService
 from jobyard.runners.base import InstanceExit, Runner
 from jobyard.runners.local import LocalRunner
 from jobyard.store import Store
@@ -37,6 +38,7 @@ class Engine:
         self.scheduler = Scheduler(self.store, self.clock, self.controller.wake)
         self.templates = TemplateService(self.store, self.clock, self.scheduler, self.controller)
         self.tasks = TaskService(self.store, self.clock, self.controller, self.runner, self.specs)
+        self.tokens = TokenService(self.store, self.clock, settings.admin_token)
 
     def _on_exit(self, exit: InstanceExit) -> None:
         self.controller.on_exit(exit)

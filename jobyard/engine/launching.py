@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -24,6 +25,8 @@ class TaskRequest:
     overrides: RunOverrides = field(default_factory=RunOverrides)
     scheduled_time: datetime | None = None
     event_id: str | None = None
+    payload: dict[str, Any] | None = None  # the HTTP request, for http tasks
+    command: list[str] | None = None  # replaces the template's command for this task
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,11 @@ def launch_task(
         template_id=template.id,
         template_version=template.version,
         trigger=request.trigger,
-        overrides=request.overrides.model_dump(mode="json", exclude_defaults=True),
+        overrides=_overrides(request),
         instance_count=instance_count(template.spec, request.overrides.replicas),
         scheduled_time=request.scheduled_time,
         event_id=request.event_id,
+        payload=request.payload,
     )
     task_id = task_store.insert_task(conn, new, now)
     if task_id is None:  # lost a race on the same key with another writer
@@ -61,6 +65,13 @@ def launch_task(
     task = task_store.get_task(conn, task_id)
     task_event(conn, task, Reason.TASK_CREATED, _created_message(task), now)
     return Launched(task, created=True)
+
+
+def _overrides(request: TaskRequest) -> dict[str, Any]:
+    overrides = request.overrides.model_dump(mode="json", exclude_defaults=True)
+    if request.command:
+        overrides["command"] = request.command
+    return overrides
 
 
 def _existing(conn: Connection, template: Template, request: TaskRequest) -> Task | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -125,12 +127,15 @@ class Spawner:
     def _launch(self, task: Task, instance: Instance) -> InstanceLaunch:
         spec = self._specs.get(task.template_id, task.template_version)
         deployment = spec.deployment
+        command = task.overrides.get("command")
+        payload = None if task.payload is None else json.dumps(task.payload).encode()
         return InstanceLaunch(
             task_id=task.id,
             instance_id=instance.id,
             shell=deployment.shell,
-            script=deployment.script,
+            script=shlex.join(command) if command else deployment.script,
             env=instance_env(spec, task, instance),
+            payload=payload,
         )
 
     def _record_starts(

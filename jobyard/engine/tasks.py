@@ -42,6 +42,17 @@ class TaskService:
         with self._store.write() as conn:
             template = template_store.get_template(conn, namespace, name)
             launched = launch_task(conn, template, request, self._clock.now())
+        return self._woken(launched)
+
+    def run_by_id(self, template_id: str, request: TaskRequest) -> Launched:
+        """Start a task of the template with this id (HTTP triggers, SAE ExecJob)."""
+        with self._store.write() as conn:
+            template = template_store.get_template_by_id(conn, template_id)
+            launched = launch_task(conn, template, request, self._clock.now())
+        return self._woken(launched)
+
+    def _woken(self, launched: Launched) -> Launched:
+        # After the commit, so that the controller's read finds the task.
         if launched.created:
             self._controller.wake()
         return launched

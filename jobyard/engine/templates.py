@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from jobyard import cron
-from jobyard.domain import Reason, Template, TemplateVersion
+from jobyard.domain import Reason, Severity, SourceType, Template, TemplateVersion
 from jobyard.engine.clock import Clock
 from jobyard.engine.controller import Controller, Orphans
 from jobyard.engine.events import template_event
 from jobyard.engine.scheduler import Scheduler
-from jobyard.errors import InvalidSpec
-from jobyard.spec import CronTrigger, TemplateSpec
+from jobyard.errors import Conflict, InvalidSpec
+from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
 from jobyard.store import Store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
@@ -82,6 +83,21 @@ class TemplateService:
                 template_store.require_namespace(conn, namespace)
             return template_store.list_templates(conn, namespace, limit, offset, q)
 
+    def by_hook(self, hook_token: str) -> Template:
+        with self._store.read() as conn:
+            return template_store.get_template_by_hook(conn, hook_token)
+
+    def by_id(self, template_id: str) -> Template:
+        with self._store.read() as conn:
+            return template_store.get_template_by_id(conn, template_id)
+
+    def note_trigger(self, template: Template, reason: str, text: str, severity: Severity) -> None:
+        """Leave an event about a trigger request (a rejection, a skipped run)."""
+        with self._store.write() as conn:
+            template_event(
+                conn, template, reason, text, self._clock.now(), severity, SourceType.TRIGGER
+            )
+
     def versions(self, namespace: str, name: str) -> list[TemplateVersion]:
         with self._store.read() as conn:
             template = template_store.get_template(conn, namespace, name)
@@ -94,6 +110,8 @@ class TemplateService:
         next_fire_at = next_fire_after(spec, now)
         with self._store.write() as conn:
             template_id = template_store.insert_template(conn, namespace, spec, now, next_fire_at)
+            if isinstance(spec.trigger, HttpTrigger):
+                template_store.set_hook_token(conn, template_id, new_hook_token())
             template = template_store.get_template_by_id(conn, template_id)
             template_event(conn, template, Reason.CREATED, "created version 1", now)
         self._scheduler.update(template.id, next_fire_at)
@@ -123,6 +141,8 @@ class TemplateService:
             template = template_store.get_template(conn, namespace, name)
             next_fire_at = _keep_or_recompute(template, spec, now)
             version = template_store.add_version(conn, template, spec, now, next_fire_at)
+            if isinstance(spec.trigger, HttpTrigger) and template.hook_token is None:
+                template_store.set_hook_token(conn, template.id, new_hook_token())
             template_event(conn, template, reason, f"created version {version}{note}", now)
             template = template_store.get_template_by_id(conn, template.id)
         self._scheduler.update(template.id, None if template.suspended else next_fire_at)
@@ -142,6 +162,17 @@ class TemplateService:
         self._scheduler.update(template.id, next_fire_at)
         return template
 
+    def rotate_hook(self, namespace: str, name: str) -> Template:
+        """Give the HTTP trigger a new URL; the old one stops working at once."""
+        now = self._clock.now()
+        with self._store.write() as conn:
+            template = template_store.get_template(conn, namespace, name)
+            if not isinstance(template.spec.trigger, HttpTrigger):
+                raise Conflict(f"template {name!r} has no HTTP trigger to rotate")
+            template_store.set_hook_token(conn, template.id, new_hook_token())
+            template_event(conn, template, Reason.TRIGGER_ROTATED, "trigger URL rotated", now)
+            return template_store.get_template_by_id(conn, template.id)
+
     def delete(self, namespace: str, name: str) -> None:
         """Delete the template with its versions, tasks, events and files.
 
@@ -155,6 +186,10 @@ class TemplateService:
         grace = float(template.spec.termination_grace_period)
         self._scheduler.update(template.id, None)
         self._controller.discard(Orphans([(i.task_id, i.id, grace) for i in live], task_ids))
+
+
+def new_hook_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def _keep_or_recompute(template: Template, spec: TemplateSpec, now: datetime) -> datetime | None:

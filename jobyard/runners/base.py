@@ -17,6 +17,9 @@ class InstanceLaunch:
     shell: str
     script: str
     env: Mapping[str, str]
+    # The triggering HTTP request as JSON, written to a file named by
+    # JOBYARD_PAYLOAD_FILE in the instance's environment.
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True)

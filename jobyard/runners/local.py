@@ -59,6 +59,9 @@ class LocalRunner:
         with self._lock:
             self._check_open()
             self._prepare(run_dir, launch.script)
+            if launch.payload is not None:
+                (run_dir / "payload.json").write_bytes(launch.payload)
+                env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
             pid = spawn_wrapper(run_dir, launch.shell, env)
             self._watch(launch.instance_id, pid, _pidfd_of_child(pid), run_dir, adopted=False)
         logger.debug("instance %s started as pid %s", launch.instance_id, pid)
@@ -127,6 +130,9 @@ class LocalRunner:
 
     def _prepare(self, run_dir: Path, script: str) -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if run_dir.is_dir() and not (run_dir / "pid").exists():
+            # Prepared by a server that died before the wrapper ran: never started.
+            remove_tree(run_dir)
         try:
             run_dir.mkdir()
         except FileExistsError:

@@ -65,7 +65,10 @@ templates = sa.Table(
     sa.Column("task_seq", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The secret part of the template's HTTP trigger URL (/hooks/<hook_token>).
+    sa.Column("hook_token", sa.String(64), nullable=True),
     sa.UniqueConstraint("namespace", "name"),
+    sa.UniqueConstraint("hook_token"),
     sa.Index(None, "next_fire_at"),
 )
 
@@ -108,6 +111,8 @@ tasks = sa.Table(
     # Set when the decision to end the task is made, before instances are stopped.
     sa.Column("ending_reason", sa.String(64), nullable=True),
     sa.Column("ending_message", sa.Text(), nullable=True),
+    # The HTTP request that triggered the task, handed to its instances.
+    sa.Column("payload", sa.JSON(), nullable=True),
     sa.UniqueConstraint("template_id", "scheduled_time"),
     sa.UniqueConstraint("template_id", "event_id"),
     sa.Index(None, "template_id", "id"),
@@ -161,4 +166,16 @@ events = sa.Table(
     sa.Index(None, "template_id", "id"),
     sa.Index(None, "task_id"),
     sa.Index(None, "reason"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("token_hash"),
 )

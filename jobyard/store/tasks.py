@@ -52,6 +52,7 @@ def _task(row: Row[Any]) -> Task:
         finished_at=m["finished_at"],
         ending_reason=m["ending_reason"],
         ending_message=m["ending_message"],
+        payload=m["payload"],
     )
 
 
@@ -64,6 +65,7 @@ class NewTask:
     instance_count: int
     scheduled_time: datetime | None = None
     event_id: str | None = None
+    payload: dict[str, Any] | None = None
 
 
 def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
@@ -77,6 +79,7 @@ def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
         "instance_count": new.instance_count,
         "scheduled_time": new.scheduled_time,
         "event_id": new.event_id,
+        "payload": new.payload,
         "created_at": now,
     }
     try:

@@ -80,6 +80,7 @@ def _template(row: Row[Any]) -> Template:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         next_fire_at=m["next_fire_at"],
+        hook_token=m["hook_token"],
     )
 
 
@@ -96,6 +97,19 @@ def get_template_by_id(conn: Connection, template_id: str) -> Template:
     if row is None:
         raise NotFound(f"template {template_id!r} does not exist")
     return _template(row)
+
+
+def get_template_by_hook(conn: Connection, hook_token: str) -> Template:
+    row = conn.execute(_current_spec_join().where(templates.c.hook_token == hook_token)).first()
+    if row is None:
+        raise NotFound("no trigger at this URL")
+    return _template(row)
+
+
+def set_hook_token(conn: Connection, template_id: str, hook_token: str | None) -> None:
+    conn.execute(
+        templates.update().where(templates.c.id == template_id).values(hook_token=hook_token)
+    )
 
 
 def list_templates(

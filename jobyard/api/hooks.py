@@ -1,0 +1,107 @@
+"""/hooks/{token}: HTTP and HTTPS triggers.
+
+Authorised by the unguessable token in the URL and the template's filters
+(methods, protocols, referring domain or client IP), not by API tokens.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from jobyard import triggering
+from jobyard.api.deps import get_engine
+from jobyard.api.schemas import TaskOut
+from jobyard.domain import Reason, Severity, Template, TriggerKind
+from jobyard.engine.core import Engine
+from jobyard.engine.launching import TaskRequest
+from jobyard.errors import (
+    ConcurrencyForbidden,
+    Forbidden,
+    JobyardError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from jobyard.spec import HttpTrigger
+
+router = APIRouter(tags=["hooks"])
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+@router.api_route("/hooks/{token}", methods=METHODS, status_code=202, response_model=TaskOut)
+async def hook(token: str, request: Request) -> JSONResponse:
+    """Start a task of the template this URL belongs to (202; 200 for a repeated EventId)."""
+    engine = get_engine(request)
+    template = await run_in_threadpool(engine.templates.by_hook, token)
+    trigger = template.spec.trigger
+    if not isinstance(trigger, HttpTrigger):
+        raise NotFound("no trigger at this URL")
+    client = _client(engine, request)
+    try:
+        task_request = await _admit(engine, request, template, trigger, client)
+        launched = await run_in_threadpool(engine.tasks.run_by_id, template.id, task_request)
+    except JobyardError as err:
+        await _note(engine, template, err, client)
+        raise
+    body = TaskOut.of(launched.task).model_dump(mode="json")
+    return JSONResponse(body, status_code=202 if launched.created else 200)
+
+
+def _client(engine: Engine, request: Request) -> str:
+    peer = request.client.host if request.client else ""
+    return triggering.client_address(peer, request.headers, engine.settings.trusted_proxies)
+
+
+async def _admit(
+    engine: Engine, request: Request, template: Template, trigger: HttpTrigger, client: str
+) -> TaskRequest:
+    peer = request.client.host if request.client else ""
+    tls = request.url.scheme == "https"
+    scheme = triggering.request_scheme(tls, peer, request.headers, engine.settings.trusted_proxies)
+    if template.suspended:
+        raise Forbidden(f"template {template.name!r} is suspended")
+    refused = triggering.rejection(trigger, request.method, scheme, client, request.headers)
+    if refused is not None:
+        status, cause = refused
+        if status == 405:
+            raise MethodNotAllowed(cause, list(trigger.methods))
+        raise Forbidden(cause)
+    body = await _read_body(request, engine.settings.max_body_bytes)
+    parsed = triggering.parse_body(body, request.headers.get("content-type", ""))
+    event_id = (
+        parsed.event_id
+        or request.query_params.get("EventId")
+        or request.headers.get("idempotency-key")
+    )
+    saved = triggering.saved_request(
+        request.method, request.url.path, request.url.query, request.headers, body, client
+    )
+    return TaskRequest(
+        trigger=TriggerKind.HTTP,
+        overrides=parsed.overrides,
+        event_id=event_id or None,
+        payload=saved,
+        command=parsed.command,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def _note(engine: Engine, template: Template, err: JobyardError, client: str) -> None:
+    if isinstance(err, ConcurrencyForbidden):
+        reason, text = Reason.CONCURRENCY_FORBIDDEN, f"skipped a new task from {client}: {err}"
+    else:
+        reason, text = Reason.TRIGGER_REJECTED, f"rejected a request from {client}: {err}"
+    await run_in_threadpool(engine.templates.note_trigger, template, reason, text, Severity.WARNING)

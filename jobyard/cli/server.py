@@ -1,0 +1,134 @@
+"""``jobyard server``: run the API, the scheduler and the instances in this process."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from jobyard.config import Settings
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def server(
+    host: Annotated[str, typer.Option(envvar="JOBYARD_HOST", help="address to listen on")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option(envvar="JOBYARD_PORT", min=0, max=65535, help="port to listen on")
+    ] = 8080,
+    data_dir: Annotated[
+        Path,
+        typer.Option(envvar="JOBYARD_DATA_DIR", help="where the SQLite database and the logs live"),
+    ] = Path("./jobyard-data"),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBYARD_DATABASE_URL",
+            help="e.g. postgresql://user@host/db; default: SQLite in the data directory",
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBYARD_PUBLIC_URL",
+            help="base of the trigger URLs shown to users, e.g. https://jobs.example.com",
+        ),
+    ] = None,
+    trusted_proxies: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBYARD_TRUSTED_PROXIES",
+            help="comma-separated addresses/CIDRs whose X-Forwarded-* headers are believed",
+        ),
+    ] = "",
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(envvar="JOBYARD_MAX_BODY_BYTES", min=1, help="largest trigger request body"),
+    ] = 1024 * 1024,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="JOBYARD_TLS_CERT", help="PEM certificate (chain): serve HTTPS"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(envvar="JOBYARD_TLS_KEY", help="PEM private key of --tls-cert")
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(envvar="JOBYARD_LOG_LEVEL", help="debug, info, warning, error")
+    ] = "info",
+) -> None:
+    """Run the jobyard server (API, scheduler and instances) until SIGTERM or Ctrl-C.
+
+    The environment variable JOBYARD_ADMIN_TOKEN, when set, is accepted as an
+    admin API token (to bootstrap a server that listens beyond loopback).
+    """
+    from jobyard.api.app import create_app
+
+    level = log_level.upper()
+    if level not in LEVELS:
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    _check_tls(tls_cert, tls_key)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        public_url=public_url,
+        trusted_proxies=_networks(trusted_proxies),
+        max_body_bytes=max_body_bytes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        admin_token=os.environ.get("JOBYARD_ADMIN_TOKEN") or None,
+    )
+    _exit_quietly_on_signals()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+        # jobyard decides itself which proxies to believe (--trusted-proxies).
+        proxy_headers=False,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )
+
+
+def _exit_quietly_on_signals() -> None:
+    """Exit 0 after a graceful shutdown on SIGTERM or Ctrl-C.
+
+    uvicorn restores the handlers it found and raises the signal again once it
+    has shut down; with these handlers that ends the process with status 0
+    instead of death by SIGTERM or a KeyboardInterrupt traceback.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a readable file", param_hint="--tls-cert")
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{network!r} is not an address or CIDR block", param_hint="--trusted-proxies"
+            ) from None
+    return networks

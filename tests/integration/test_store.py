@@ -1,0 +1,127 @@
+"""The store against real databases: migrations, constraints, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from jobyard.domain import TriggerKind
+from jobyard.engine.launching import TaskRequest, launch_task
+from jobyard.errors import AlreadyExists, ConcurrencyForbidden
+from jobyard.spec import parse_spec
+from jobyard.store import Store
+from jobyard.store import tasks as task_store
+from jobyard.store import templates as template_store
+from jobyard.store.tables import metadata
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(database_url: str) -> Store:
+    store = Store(database_url)
+    store.migrate()
+    with store.write() as conn:
+        template_store.ensure_namespace(conn, "default", NOW)
+    yield store
+    store.close()
+
+
+def make_template(store: Store, policy: str = "Allow") -> str:
+    spec = parse_spec(
+        {"name": "t", "deployment": {"type": "script", "script": "true"},
+         "concurrency_policy": policy}
+    )  # fmt: skip
+    with store.write() as conn:
+        return template_store.insert_template(conn, "default", spec, NOW, None)
+
+
+def test_migrations_match_the_tables(store: Store) -> None:
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    store.migrate()
+    with store.read() as conn:
+        assert [n["name"] for n in template_store.list_namespaces(conn)] == ["default"]
+
+
+def test_times_come_back_as_aware_utc(store: Store) -> None:
+    template_id = make_template(store)
+    with store.read() as conn:
+        template = template_store.get_template_by_id(conn, template_id)
+    assert template.created_at == NOW
+    assert template.created_at.tzinfo is not None
+
+
+def test_template_names_are_unique_per_namespace(store: Store) -> None:
+    make_template(store)
+    with pytest.raises(AlreadyExists), store.write() as conn:
+        template_store.insert_template(
+            conn,
+            "default",
+            parse_spec({"name": "t", "deployment": {"type": "script", "script": "x"}}),
+            NOW,
+            None,
+        )
+    with store.read() as conn:
+        assert len(template_store.list_templates(conn, "default", 10, 0)) == 1
+
+
+def _race(store: Store, template_id: str, request: TaskRequest, writers: int) -> list[object]:
+    results: list[object] = []
+    barrier = threading.Barrier(writers)
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            with store.write() as conn:
+                template = template_store.get_template_by_id(conn, template_id)
+                results.append(launch_task(conn, template, request, NOW).task.id)
+        except ConcurrencyForbidden as err:
+            results.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_forbid_admits_one_task_among_concurrent_runs(store: Store) -> None:
+    template_id = make_template(store, "Forbid")
+    results = _race(store, template_id, TaskRequest(trigger=TriggerKind.MANUAL), 12)
+    created = [r for r in results if isinstance(r, int)]
+    assert len(created) == 1
+    assert all(isinstance(r, ConcurrencyForbidden) for r in results if not isinstance(r, int))
+    with store.read() as conn:
+        assert len(task_store.active_tasks(conn, template_id)) == 1
+
+
+def test_one_scheduled_time_makes_one_task_whoever_fires_it(store: Store) -> None:
+    template_id = make_template(store)
+    request = TaskRequest(trigger=TriggerKind.CRON, scheduled_time=NOW)
+    results = _race(store, template_id, request, 12)
+    assert len(set(results)) == 1
+    with store.read() as conn:
+        assert len(task_store.list_tasks(conn, template_id, None, 100, 0)) == 1
+
+
+def test_deleting_a_template_deletes_its_rows(store: Store) -> None:
+    template_id = make_template(store)
+    with store.write() as conn:
+        template = template_store.get_template_by_id(conn, template_id)
+        task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
+        task_store.insert_instance(conn, task.id, 0, 0, [], None, NOW)
+    with store.write() as conn:
+        template_store.delete_template(conn, template_id)
+    with store.read() as conn:
+        assert task_store.existing_task_ids(conn, [task.id]) == set()
+        assert task_store.instances_of(conn, [task.id]) == []
