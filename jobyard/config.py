@@ -35,9 +35,7 @@ class Settings:
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = self.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         if ":" in host:
             host = f"[{host}]"
         return f"{self.scheme}://{host}:{self.port}"

@@ -128,7 +128,7 @@ def parse_body(body: bytes, content_type: str) -> TriggerBody:
     envs = _pick(data, "Envs", "envs")
     replicas = _pick(data, "Replicas", "replicas")
     overrides = parse_overrides(envs, replicas)
-    event_id = _event_id(_pick(data, "EventId", "eventId", "event_id"))
+    event_id = event_id_of(_pick(data, "EventId", "eventId", "event_id"))
     command = parse_command(_pick(data, "Command", "command"), _pick(data, "CommandArgs"))
     return TriggerBody(overrides, event_id, command)
 
@@ -163,6 +163,8 @@ def parse_overrides(envs: Any, replicas: Any) -> RunOverrides:
             envs = json.loads(envs) if envs.strip() else []
         except ValueError:
             raise BadRequest("Envs is not a JSON list of {name, value}") from None
+    if isinstance(replicas, bool):
+        raise BadRequest("Replicas must be a whole number from 1 to 100")
     if isinstance(replicas, str):
         if not replicas.strip().isdigit():
             raise BadRequest(f"Replicas must be a whole number from 1 to 100, not {replicas!r}")
@@ -185,9 +187,12 @@ def _first_problem(err: ValidationError) -> str:
     return f"{where}: {problem['msg'].removeprefix('Value error, ')}"
 
 
-def _event_id(value: Any) -> str | None:
+def event_id_of(value: Any) -> str | None:
+    """An idempotency key: a short string or number, or None."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest("EventId must be a string")
     text = str(value)
     if len(text) > MAX_EVENT_ID:
         raise BadRequest(f"EventId is longer than {MAX_EVENT_ID} characters")

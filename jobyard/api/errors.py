@@ -42,8 +42,17 @@ _STATUS = [
 ]
 
 
+# pydantic puts the tag of a tagged union into error locations; users never wrote it.
+_UNION_TAGS = {"trigger": {"cron", "http"}}
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    parts = [
+        part
+        for i, part in enumerate(parts)
+        if not (i > 0 and part in _UNION_TAGS.get(parts[i - 1], ()))
+    ]
     path = ""
     for part in parts:
         path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)

@@ -27,7 +27,8 @@ from jobyard.errors import (
 from jobyard.spec import HttpTrigger
 
 router = APIRouter(tags=["hooks"])
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+# Every method reaches the handler, so that each refusal says why and leaves an event.
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 
 
 @router.api_route("/hooks/{token}", methods=METHODS, status_code=202, response_model=TaskOut)
@@ -70,10 +71,8 @@ async def _admit(
         raise Forbidden(cause)
     body = await _read_body(request, engine.settings.max_body_bytes)
     parsed = triggering.parse_body(body, request.headers.get("content-type", ""))
-    event_id = (
-        parsed.event_id
-        or request.query_params.get("EventId")
-        or request.headers.get("idempotency-key")
+    event_id = parsed.event_id or triggering.event_id_of(
+        request.query_params.get("EventId") or request.headers.get("idempotency-key")
     )
     saved = triggering.saved_request(
         request.method, request.url.path, request.url.query, request.headers, body, client
@@ -81,7 +80,7 @@ async def _admit(
     return TaskRequest(
         trigger=TriggerKind.HTTP,
         overrides=parsed.overrides,
-        event_id=event_id or None,
+        event_id=event_id,
         payload=saved,
         command=parsed.command,
     )

@@ -24,6 +24,7 @@ from jobyard.engine.launching import TaskRequest
 from jobyard.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/pop/v1/sam/job", tags=["sae"])
+MAX_ID = 2**63 - 1
 
 STATE_OF = {
     TaskStatus.PENDING: "Pending",
@@ -92,8 +93,7 @@ async def exec_job(request: Request) -> JSONResponse:
 
 
 def _event_id(params: dict[str, Any]) -> str | None:
-    value = params.get("EventId")
-    return str(value) if value not in (None, "") else None
+    return triggering.event_id_of(params.get("EventId"))
 
 
 @router.get("/describeJobStatus")
@@ -103,7 +103,7 @@ async def describe_job_status(request: Request) -> JSONResponse:
     params = await _params(request)
     template_id = await _template_of(engine, request, params)
     job_id = str(params.get("JobId", ""))
-    if not job_id.isdigit():
+    if not job_id.isdigit() or int(job_id) > MAX_ID:
         raise BadRequest("JobId is required (a task id)")
     task = await run_in_threadpool(engine.tasks.get, int(job_id))
     if task.template_id != template_id:

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
+from jobyard.api.auth import scope_of
 from jobyard.api.deps import EngineDep, Limit, Offset
 from jobyard.api.schemas import (
     NamespaceIn,
+    ScheduleOut,
     NamespaceOut,
     RollbackIn,
     TaskOut,
     TemplateOut,
     VersionOut,
 )
+from jobyard import cron
 from jobyard.domain import TaskStatus, Template
 from jobyard.engine.core import Engine
 from jobyard.engine.templates import upcoming_fires
-from jobyard.errors import InvalidSpec
+from jobyard.errors import Forbidden, InvalidSpec
 from jobyard.spec import RunOverrides, TemplateSpec
 
 router = APIRouter(prefix="/api/v1", tags=["templates"])
@@ -31,12 +34,16 @@ def _out(engine: Engine, template: Template) -> TemplateOut:
 
 
 @router.get("/namespaces", response_model=list[NamespaceOut])
-def list_namespaces(engine: EngineDep) -> list[NamespaceOut]:
-    return [NamespaceOut(**vars(n)) for n in engine.templates.list_namespaces()]
+def list_namespaces(request: Request, engine: EngineDep) -> list[NamespaceOut]:
+    scope = scope_of(request)
+    found = engine.templates.list_namespaces()
+    return [NamespaceOut(**vars(n)) for n in found if scope in (None, n.name)]
 
 
 @router.post("/namespaces", status_code=status.HTTP_201_CREATED, response_model=NamespaceOut)
-def create_namespace(body: NamespaceIn, engine: EngineDep) -> NamespaceOut:
+def create_namespace(body: NamespaceIn, request: Request, engine: EngineDep) -> NamespaceOut:
+    if scope_of(request) is not None:
+        raise Forbidden("a token limited to one namespace cannot create namespaces")
     engine.templates.create_namespace(body.name, body.description)
     found = [n for n in engine.templates.list_namespaces() if n.name == body.name]
     return NamespaceOut(**vars(found[0]))
@@ -48,12 +55,32 @@ def delete_namespace(namespace: str, engine: EngineDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get("/cron/preview", response_model=ScheduleOut, tags=["cron"])
+def preview_cron(
+    engine: EngineDep,
+    schedule: Annotated[str, Query(min_length=1, max_length=256, examples=["0 9 * * MON-FRI"])],
+    timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    count: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> ScheduleOut:
+    """Check a cron expression: plain words and the next fire times (422 if invalid)."""
+    parsed = cron.parse_schedule(schedule, timezone)
+    upcoming = cron.next_fire_times(parsed, engine.clock.now(), count)
+    return ScheduleOut(
+        description=cron.describe(parsed), timezone=timezone, next_fire_times=upcoming
+    )
+
+
 @router.get("/templates", response_model=list[TemplateOut])
 def list_all_templates(
-    engine: EngineDep, limit: Limit = 100, offset: Offset = 0, q: str | None = None
+    request: Request,
+    engine: EngineDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    q: str | None = None,
 ) -> list[TemplateOut]:
-    """Templates of every namespace."""
-    return [_out(engine, t) for t in engine.templates.list_templates(None, limit, offset, q)]
+    """Templates of every namespace (the caller may see)."""
+    found = engine.templates.list_templates(scope_of(request), limit, offset, q)
+    return [_out(engine, t) for t in found]
 
 
 @router.get("/namespaces/{namespace}/templates", response_model=list[TemplateOut])

@@ -58,14 +58,9 @@ def _filters(q: EventQuery) -> list[sa.ColumnElement[bool]]:
     if q.source_name:
         found.append(events.c.source_name.contains(q.source_name, autoescape=True))
     if q.text:
-        needle = f"%{q.text.lower()}%"
-        found.append(
-            sa.or_(
-                sa.func.lower(events.c.message).like(needle),
-                sa.func.lower(events.c.reason).like(needle),
-                sa.func.lower(events.c.source_name).like(needle),
-            )
-        )
+        needle = q.text.lower()
+        columns = (events.c.message, events.c.reason, events.c.source_name)
+        found.append(sa.or_(*(sa.func.lower(c).contains(needle, autoescape=True) for c in columns)))
     return found
 
 

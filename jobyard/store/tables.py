@@ -117,6 +117,8 @@ tasks = sa.Table(
     sa.UniqueConstraint("template_id", "event_id"),
     sa.Index(None, "template_id", "id"),
     sa.Index(None, "status"),
+    # Ids are never reused: files and logs are named by them.
+    sqlite_autoincrement=True,
 )
 
 instances = sa.Table(
@@ -141,6 +143,7 @@ instances = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("task_id", "index", "attempt"),
     sa.Index(None, "status"),
+    sqlite_autoincrement=True,
 )
 
 events = sa.Table(
@@ -166,6 +169,7 @@ events = sa.Table(
     sa.Index(None, "template_id", "id"),
     sa.Index(None, "task_id"),
     sa.Index(None, "reason"),
+    sqlite_autoincrement=True,
 )
 
 api_tokens = sa.Table(

@@ -102,7 +102,12 @@ def find_task_by_key(
     return None if row is None else _task(row)
 
 
+MAX_ID = 2**63 - 1  # the largest integer key either database stores
+
+
 def get_task(conn: Connection, task_id: int) -> Task:
+    if not 0 < task_id <= MAX_ID:
+        raise NotFound(f"task {task_id} does not exist")
     row = conn.execute(_task_select().where(tasks.c.id == task_id)).first()
     if row is None:
         raise NotFound(f"task {task_id} does not exist")
@@ -233,6 +238,8 @@ def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:
 
 
 def get_instance(conn: Connection, instance_id: int) -> Instance:
+    if not 0 < instance_id <= MAX_ID:
+        raise NotFound(f"instance {instance_id} does not exist")
     row = conn.execute(sa.select(instances).where(instances.c.id == instance_id)).first()
     if row is None:
         raise NotFound(f"instance {instance_id} does not exist")

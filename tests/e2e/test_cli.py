@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
-from tests.support import JobyardServer, free_port
+from tests.support import JobyardServer, free_port, start_server, stop_server
 
 JOBYARD = Path(sys.executable).parent / "jobyard"
 # A fixed zone without a zone database: UTC+8, so local times are checkable.
@@ -349,13 +351,6 @@ def test_config_file_precedence(offline: Cli, tmp_path: Path) -> None:
     assert "does not exist" in offline.fails("templates", env=gone, code=2)
 
 
-@pytest.fixture
-def token_api(server: JobyardServer) -> None:
-    if server.client.get("/api/v1/tokens").status_code == 404:
-        pytest.xfail("token API not built yet")
-
-
-@pytest.mark.usefixtures("token_api")
 def test_tokens(cli: Cli, tmp_path: Path) -> None:
     result = cli("token", "create", "--name", "root", "--role", "admin")
     assert result.returncode == 0, result.stderr
@@ -387,6 +382,41 @@ def test_tokens(cli: Cli, tmp_path: Path) -> None:
 
     assert cli.ok("token", "revoke", "ci", env=as_admin) == "token ci revoked\n"
     assert "token was rejected" in cli.fails("templates", env=viewer)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[JobyardServer, Path]]:
+    """An HTTPS server whose certificate a throwaway CA signed; yields it and the CA file."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
+    for index, blob in enumerate(issued.cert_chain_pems):
+        blob.write_to_path(str(cert), append=index > 0)
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    data = tmp_path / "data"
+    data.mkdir()
+    jobyard = start_server(
+        data,
+        extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
+        scheme="https",
+        verify=trusting,
+    )
+    yield jobyard, ca_file
+    stop_server(jobyard)
+
+
+def test_https_with_ca_cert_or_insecure(tls_server: tuple[JobyardServer, Path]) -> None:
+    server, ca_file = tls_server
+    cli = Cli(home=ca_file.parent, url=server.url)
+    refused = cli.fails("templates")
+    assert refused.startswith(f"error: cannot reach jobyard at {server.url} (certificate verify")
+    assert "--ca-cert PATH or --insecure" in refused
+    assert cli.json("templates", "--ca-cert", str(ca_file)) == []
+    assert cli.json("templates", env={"JOBYARD_CA_CERT": str(ca_file)}) == []
+    assert cli.json("templates", "--insecure") == []
 
 
 def test_entry_points(offline: Cli) -> None:

@@ -223,12 +223,6 @@ def test_a_method_not_allowed_is_405_with_allow(hooks: JobyardServer) -> None:
     assert httpx.get(template["trigger"]["url"]).status_code == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OPTIONS and TRACE on a hook URL get Starlette's bare 405 "
-    '({"detail": "Method Not Allowed"}) with Allow listing every routed method '
-    "instead of the trigger's, and leave no TriggerRejected event",
-)
 @pytest.mark.parametrize("method", ["OPTIONS", "TRACE"])
 def test_an_unrouted_method_is_refused_like_any_other(hooks: JobyardServer, method: str) -> None:
     template = http_template(hooks, "unrouted")
@@ -599,12 +593,6 @@ def test_concurrent_identical_event_ids_make_exactly_one_task(db_server: Jobyard
     assert len(created) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an EventId longer than 128 characters from the query string or the "
-    "Idempotency-Key header is not checked (the body's is): SQLite stores it, "
-    "PostgreSQL fails with 500 (varchar(128))",
-)
 def test_an_overlong_event_id_is_400_wherever_it_comes_from(db_server: JobyardServer) -> None:
     template = http_template(db_server, "long-event")
     url = template["trigger"]["url"]
@@ -659,3 +647,11 @@ def test_the_ip_filter_on_ipv6(
     assert response.status_code == status, response.text
     if status == 403:
         assert_rejected(dual_stack, template, response, 403, "::1", "::1")
+
+
+def test_the_default_url_of_a_server_on_all_interfaces_is_reachable(
+    dual_stack: JobyardServer,
+) -> None:
+    template = http_template(dual_stack, "v6-url")
+    response = httpx.post(template["trigger"]["url"], timeout=5)
+    assert response.status_code == 202, response.text

@@ -116,11 +116,6 @@ def test_exec_job_with_envs_as_a_json_list(sae: JobyardServer) -> None:
     assert logs(sae, task_id) == ["aaa=list index=0 trigger=http\n"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a form-encoded POST to execJob answers 500: request.form() needs "
-    "python-multipart, which jobyard does not depend on",
-)
 def test_exec_job_with_a_form_post(sae: JobyardServer) -> None:
     app = template(sae, ENV_SCRIPT)
     form = {"AppId": app["id"], "Envs": json.dumps([{"name": "aaa", "value": "form"}])}
@@ -274,11 +269,6 @@ def test_describe_errors(sae: JobyardServer) -> None:
     failed(call(sae, endpoint, params=unknown), 404, "NotFound")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: describeJobStatus with a JobId beyond the database's integer range "
-    "answers 500 (OverflowError on SQLite, NumericValueOutOfRange on PostgreSQL)",
-)
 def test_describe_a_job_id_out_of_range(sae: JobyardServer) -> None:
     app = template(sae)
     params = {"AppId": app["id"], "JobId": "99999999999999999999"}

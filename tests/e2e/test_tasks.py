@@ -101,7 +101,7 @@ def run_all_at_once(server: JobyardServer, name: str, count: int) -> list[httpx.
 # -- running, overrides and the instance environment ------------------------------------------
 
 
-def test_run_overrides_apply_to_that_task_only(server: JobyardServer) -> None:
+def test_run_with_overrides_and_bad_bodies(server: JobyardServer) -> None:
     script = 'echo "greeting=${GREETING-unset} extra=${EXTRA-unset} count=$JOBYARD_INSTANCE_COUNT"'
     server.create_template(
         script_template("greeter", script, env=[{"name": "GREETING", "value": "hello"}])
@@ -125,6 +125,32 @@ def test_run_overrides_apply_to_that_task_only(server: JobyardServer) -> None:
     template = server.api("GET", TEMPLATE.format(name="greeter"), expect=200)
     assert template["version"] == 1
     assert template["spec"]["replicas"] == 1
+
+    # A body that is not JSON, or not a valid one, is refused.
+    server.create_template(script_template("strict", "true"))
+    path = TEMPLATE.format(name="strict") + "/run"
+    headers = {"content-type": "application/json"}
+
+    not_json = server.api("POST", path, expect=422, content=b"{not json", headers=headers)
+    assert not_json["error"] == "invalid"
+    assert "JSON" in not_json["message"]
+
+    cases: list[tuple[Any, str]] = [
+        ([1, 2], "body"),
+        ({"envs": "A=1"}, "envs"),
+        ({"envs": [{"name": "1A", "value": "x"}]}, "envs[0].name"),
+        ({"envs": [{"name": "A"}, {"name": "A"}]}, "envs"),
+        ({"envs": [{"name": "JOBYARD_TASK_ID", "value": "1"}]}, "envs"),
+        ({"replicas": 0}, "replicas"),
+        ({"replicas": 101}, "replicas"),
+        ({"replicas": "many"}, "replicas"),
+        ({"timeout": 5}, "timeout"),
+    ]
+    for body, field in cases:
+        answer = server.api("POST", path, expect=422, json=body)
+        assert answer["message"], body
+        assert field in [d["field"] for d in answer["details"]], (body, answer)
+    assert server.api("GET", TEMPLATE.format(name="strict") + "/tasks", expect=200) == []
 
 
 @pytest.fixture
@@ -228,7 +254,7 @@ def test_sharding_hands_each_shard_to_one_instance(server: JobyardServer) -> Non
 def test_task_succeeds_only_when_every_instance_exits_zero(server: JobyardServer) -> None:
     # Instance 2 is slow; instance FAIL_INDEX (if any) fails after a moment.
     script = """
-    if [ "$JOBYARD_INSTANCE_INDEX" = "${FAIL_INDEX-none}" ]; then sleep 0.5; exit 4; fi
+    if [ "$JOBYARD_INSTANCE_INDEX" = "${FAIL_INDEX-none}" ]; then sleep 0.8; exit 4; fi
     if [ "$JOBYARD_INSTANCE_INDEX" = 2 ]; then sleep 1; fi
     exit 0
     """
@@ -363,6 +389,29 @@ def test_stop_a_task_or_every_task_of_a_template(server: JobyardServer) -> None:
     assert server.api("POST", TEMPLATE.format(name="many") + "/stop", expect=200) == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a descendant that left the instance's process group (setsid) and ignores "
+    "SIGTERM outlives a stop: it gets only the SIGTERM, and the SIGKILL after the grace "
+    "goes to the group alone once the wrapper has exited",
+)
+def test_stop_kills_an_escaped_child_that_ignores_sigterm(server: JobyardServer) -> None:
+    script = "setsid sh -c \"trap '' TERM; exec sleep 300\" & sleep 300"
+    mark, spec = marked("escapee", script, termination_grace_period=1)
+    server.create_template(spec)
+    task = server.run("escapee")
+    try:
+        wait_instances_running(server, task["id"])
+        wait_for(lambda: len(processes_marked(mark, task["id"])) >= 4)  # wrapper, sh, 2 sleeps
+        server.api("POST", f"/tasks/{task['id']}/stop", expect=200)
+        assert server.wait_task(task["id"])["status"] == "stopped"
+        # Well past the 1 s grace, every process of the instance must be gone.
+        wait_for(lambda: processes_marked(mark) == [], timeout=5)
+    finally:
+        for proc in processes_marked(mark):  # a test owns what it started
+            proc.kill()
+
+
 # -- concurrency policies ---------------------------------------------------------------------
 
 
@@ -487,13 +536,11 @@ def test_logs(server: JobyardServer) -> None:
 # -- listing, reading and deleting tasks ------------------------------------------------------
 
 
-def test_task_list_is_newest_first_with_filters_and_pages(server: JobyardServer) -> None:
+def test_list_and_read_tasks(server: JobyardServer) -> None:
     server.create_template(script_template("listed", "exit ${CODE-0}", retries=0))
-    ids = []
-    for code in ("0", "1", "0"):
-        task = server.run("listed", {"envs": [{"name": "CODE", "value": code}]})
-        server.wait_task(task["id"])
-        ids.append(task["id"])
+    ids = [server.run("listed", {"envs": [{"name": "CODE", "value": c}]})["id"] for c in "010"]
+    for task_id in ids:
+        server.wait_task(task_id)
     ok1, failed, ok2 = ids
     path = TEMPLATE.format(name="listed") + "/tasks"
 
@@ -518,15 +565,13 @@ def test_task_list_is_newest_first_with_filters_and_pages(server: JobyardServer)
     server.api("GET", path, expect=422, params={"limit": 0})
     server.api("GET", path, expect=422, params={"offset": -1})
 
-
-def test_task_fields(server: JobyardServer) -> None:
+    # One task's fields.
     def spec(value: str) -> dict[str, Any]:
         env = [{"name": "V", "value": value}]
         return script_template("described", 'echo "v=$V"; sleep 0.3', env=env)
 
     server.create_template(spec("one"))
     first = server.run("described")
-    server.wait_task(first["id"])
     server.api("PUT", TEMPLATE.format(name="described"), expect=200, json=spec("two"))
     created = server.run("described", {"replicas": 2})
     assert created["started_at"] is None or created["status"] == "running"
@@ -597,19 +642,8 @@ def test_delete_task(server: JobyardServer) -> None:
     wait_for(lambda: not task_dir(server, running["id"]).exists())
 
 
-def test_deleted_task_ids_are_not_reused(
-    server: JobyardServer, request: pytest.FixtureRequest
-) -> None:
-    if server.database_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG (SQLite): task and instance ids are INTEGER PRIMARY KEY without "
-                "AUTOINCREMENT, so deleting the newest task hands its id to the next task: "
-                "the new task shows the deleted task's events and its first instance fails "
-                "with StartFailed 'instance N was already started'",
-            )
-        )
+def test_deleted_task_ids_are_not_reused(server: JobyardServer) -> None:
+    """Ids name logs, files and events: a deleted task's id is never handed out again."""
     mark, spec = marked("deleted-soon", "trap '' TERM; sleep 300", termination_grace_period=1)
     server.create_template(spec)
     server.create_template(script_template("next-one", "echo fresh"))
@@ -653,7 +687,7 @@ def test_delete_template_while_a_task_runs(server: JobyardServer) -> None:
     assert server.events(template="short-lived") == []
 
 
-# -- events and bad requests ------------------------------------------------------------------
+# -- events -----------------------------------------------------------------------------------
 
 
 def test_events_record_a_run_and_can_be_searched(server: JobyardServer) -> None:
@@ -721,41 +755,10 @@ def test_events_record_a_run_and_can_be_searched(server: JobyardServer) -> None:
         server.api("GET", "/events", expect=422, params=params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GET /events?q= puts the text into SQL LIKE unescaped, so '%' and '_' are "
-    "wildcards: q=% returns every event although no event contains '%'",
-)
 def test_event_search_text_is_taken_literally(server: JobyardServer) -> None:
+    """'%' and '_' in q are plain characters, not SQL LIKE wildcards."""
     server.create_template(script_template("plain", "true"))
     server.wait_task(server.run("plain")["id"])
     assert all("%" not in e["message"] + e["reason"] + e["source_name"] for e in server.events())
     assert server.events(q="%") == []
     assert server.events(q="_") == []
-
-
-def test_run_rejects_a_bad_body(server: JobyardServer) -> None:
-    server.create_template(script_template("strict", "true"))
-    path = TEMPLATE.format(name="strict") + "/run"
-    headers = {"content-type": "application/json"}
-
-    not_json = server.api("POST", path, expect=422, content=b"{not json", headers=headers)
-    assert not_json["error"] == "invalid"
-    assert "JSON" in not_json["message"]
-
-    cases: list[tuple[Any, str]] = [
-        ([1, 2], "body"),
-        ({"envs": "A=1"}, "envs"),
-        ({"envs": [{"name": "1A", "value": "x"}]}, "envs[0].name"),
-        ({"envs": [{"name": "A"}, {"name": "A"}]}, "envs"),
-        ({"envs": [{"name": "JOBYARD_TASK_ID", "value": "1"}]}, "envs"),
-        ({"replicas": 0}, "replicas"),
-        ({"replicas": 101}, "replicas"),
-        ({"replicas": "many"}, "replicas"),
-        ({"timeout": 5}, "timeout"),
-    ]
-    for body, field in cases:
-        answer = server.api("POST", path, expect=422, json=body)
-        assert answer["message"], body
-        assert field in [d["field"] for d in answer["details"]], (body, answer)
-    assert server.api("GET", TEMPLATE.format(name="strict") + "/tasks", expect=200) == []

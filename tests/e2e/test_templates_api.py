@@ -11,8 +11,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from tests.support import JobyardServer, script_template
 
 TEMPLATES = "/namespaces/{ns}/templates"
@@ -101,7 +99,7 @@ def test_namespaces(server: JobyardServer) -> None:
 # -- templates: create, read, list ------------------------------------------------------
 
 
-def test_create_template_fills_defaults(server: JobyardServer) -> None:
+def test_create_get_and_list_templates(server: JobyardServer) -> None:
     spec = minimal_spec("hello", description="says hello")
     created = server.create_template(spec)
     assert created["id"]
@@ -126,15 +124,14 @@ def test_create_template_fills_defaults(server: JobyardServer) -> None:
     assert "hello" in duplicate["message"]
     assert server.api("GET", TEMPLATE.format(ns="default", name="hello"), expect=200) == created
 
-
-def test_list_templates_per_namespace_and_search(server: JobyardServer) -> None:
+    # Listing: per namespace, across namespaces, by name.
     server.api("POST", "/namespaces", expect=201, json={"name": "other"})
     for name in ("etl-daily", "etl-hourly", "report"):
         server.create_template(minimal_spec(name))
     server.create_template(minimal_spec("etl-daily"), namespace="other")
 
     listed = server.api("GET", TEMPLATES.format(ns="default"), expect=200)
-    assert names(listed) == ["etl-daily", "etl-hourly", "report"]
+    assert names(listed) == ["etl-daily", "etl-hourly", "hello", "report"]
     assert {t["namespace"] for t in listed} == {"default"}
     assert names(server.api("GET", TEMPLATES.format(ns="other"), expect=200)) == ["etl-daily"]
 
@@ -251,13 +248,8 @@ def test_invalid_specs_are_422_naming_the_field_and_change_nothing(server: Jobya
     server.api("GET", TEMPLATE.format(ns="default", name="other"), expect=404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: details[].field of a field inside the trigger union carries the union tag "
-    "('trigger.cron.starting_deadline', 'trigger.http.methods[0]'), a path that is not in "
-    "the submitted JSON",
-)
 def test_validation_field_paths_match_the_json(server: JobyardServer) -> None:
+    """Fields inside the trigger union are named by their JSON path, without the union tag."""
     cases = [
         (
             {"trigger": {"type": "cron", "schedule": "* * * * *", "starting_deadline": 0}},
@@ -274,7 +266,7 @@ def test_validation_field_paths_match_the_json(server: JobyardServer) -> None:
 # -- versions and rollback ------------------------------------------------------------------
 
 
-def test_put_makes_new_versions_listed_newest_first(server: JobyardServer) -> None:
+def test_versions_and_rollback(server: JobyardServer) -> None:
     path = TEMPLATE.format(ns="default", name="evolving")
     v1 = server.create_template(script_template("evolving", "echo one"))
     v2 = server.api("PUT", path, expect=200, json=script_template("evolving", "echo two"))
@@ -295,8 +287,7 @@ def test_put_makes_new_versions_listed_newest_first(server: JobyardServer) -> No
     times = [utc(v["created_at"]) for v in versions]
     assert times == sorted(times, reverse=True)
 
-
-def test_rollback_makes_a_new_version_equal_to_the_old(server: JobyardServer) -> None:
+    # Rollback: a new version whose spec equals the old one's.
     path = TEMPLATE.format(ns="default", name="rolling")
     v1 = server.create_template(script_template("rolling", "echo one", retries=1))
     server.api("PUT", path, expect=200, json=script_template("rolling", "echo two", replicas=3))
@@ -340,7 +331,7 @@ def assert_daily_at_one_utc(schedule: dict[str, Any]) -> None:
     assert all((t.hour, t.minute, t.second) == (1, 0, 0) for t in times)
 
 
-def test_cron_template_previews_next_fire_times(server: JobyardServer) -> None:
+def test_cron_schedule_preview_suspend_and_resume(server: JobyardServer) -> None:
     created = server.create_template(shanghai_nine("morning"))
     schedule = created["schedule"]
     assert schedule["timezone"] == "Asia/Shanghai"
@@ -363,8 +354,7 @@ def test_cron_template_previews_next_fire_times(server: JobyardServer) -> None:
     assert all(t.minute % 15 == 0 for t in times)
     assert times == sorted(times) and len(set(times)) == 5
 
-
-def test_suspend_hides_next_fire_times_and_resume_restores_them(server: JobyardServer) -> None:
+    # Suspend hides the next fire times; resume brings them back.
     server.create_template(shanghai_nine("pausable"))
     path = TEMPLATE.format(ns="default", name="pausable")
 

@@ -93,6 +93,7 @@ def upgrade() -> None:
             name="fk_tasks_template_id_templates",
             ondelete="CASCADE",
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_tasks_template_id_id", "tasks", ["template_id", "id"])
     op.create_index("ix_tasks_status", "tasks", ["status"])
@@ -120,6 +121,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["task_id"], ["tasks.id"], name="fk_instances_task_id_tasks", ondelete="CASCADE"
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_instances_status", "instances", ["status"])
     op.create_table(
@@ -143,6 +145,7 @@ def upgrade() -> None:
             name="fk_events_template_id_templates",
             ondelete="CASCADE",
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_events_template_id_id", "events", ["template_id", "id"])
     op.create_index("ix_events_task_id", "events", ["task_id"])
