@@ -6,18 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
+from jobyard import cron
 from jobyard.api.auth import scope_of
 from jobyard.api.deps import EngineDep, Limit, Offset
 from jobyard.api.schemas import (
     NamespaceIn,
-    ScheduleOut,
     NamespaceOut,
     RollbackIn,
+    ScheduleOut,
     TaskOut,
     TemplateOut,
     VersionOut,
 )
-from jobyard import cron
 from jobyard.domain import TaskStatus, Template
 from jobyard.engine.core import Engine
 from jobyard.engine.templates import upcoming_fires
