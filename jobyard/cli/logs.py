@@ -42,7 +42,7 @@ def logs(
 def attempt_header(instance: Any, with_status: bool = True) -> str:
     status = f" ({instance['status']})" if with_status else ""
     # Attempts count from 1 for people, as the events say.
-    return f"==> instance {instance['index']} attempt {instance['attempt'] + 1}{status} <=="
+    return f"==> instance {instance['index']} attempt {instance['attempt']}{status} <=="
 
 
 def print_logs(api: Api, task_id: int, out: TextIO) -> None:

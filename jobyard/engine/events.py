@@ -43,18 +43,8 @@ def task_event(
     now: datetime,
     severity: Severity = Severity.NORMAL,
 ) -> None:
-    event = NewEvent(
-        source_type=SourceType.TASK,
-        source_name=f"{task.template_name}/task-{task.id}",
-        reason=reason,
-        message=message,
-        severity=severity,
-        namespace=task.namespace,
-        template_name=task.template_name,
-        template_id=task.template_id,
-        task_id=task.id,
-    )
-    _add(conn, event, now)
+    source = f"{task.template_name}/task-{task.id}"
+    _add(conn, _of_task(task, SourceType.TASK, source, reason, message, severity), now)
 
 
 def instance_event(
@@ -66,9 +56,23 @@ def instance_event(
     now: datetime,
     severity: Severity = Severity.NORMAL,
 ) -> None:
-    event = NewEvent(
-        source_type=SourceType.INSTANCE,
-        source_name=f"{task.template_name}/task-{task.id}/instance-{instance.index}",
+    source = f"{task.template_name}/task-{task.id}/instance-{instance.index}"
+    event = _of_task(task, SourceType.INSTANCE, source, reason, message, severity, instance.id)
+    _add(conn, event, now)
+
+
+def _of_task(
+    task: Task,
+    source_type: SourceType,
+    source_name: str,
+    reason: str,
+    message: str,
+    severity: Severity,
+    instance_id: int | None = None,
+) -> NewEvent:
+    return NewEvent(
+        source_type=source_type,
+        source_name=source_name,
         reason=reason,
         message=message,
         severity=severity,
@@ -76,9 +80,8 @@ def instance_event(
         template_name=task.template_name,
         template_id=task.template_id,
         task_id=task.id,
-        instance_id=instance.id,
+        instance_id=instance_id,
     )
-    _add(conn, event, now)
 
 
 def _add(conn: Connection, event: NewEvent, now: datetime) -> None:

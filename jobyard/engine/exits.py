@@ -63,5 +63,5 @@ def end_instance(
     if not task_store.finish_instance(conn, instance.id, status, exit_code, reason, message, now):
         return  # already recorded
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
-    text = f"instance {instance.index} attempt {instance.attempt + 1} {message}"
+    text = f"instance {instance.index} attempt {instance.attempt} {message}"
     instance_event(conn, task, instance, event_reason, text, now, severity)

@@ -94,7 +94,7 @@ class Spawner:
         if action.attempt > 0:
             delay = (action.not_before or now) - now
             text = (
-                f"instance {action.index} starts attempt {action.attempt + 1} "
+                f"instance {action.index} starts attempt {action.attempt} "
                 f"in {max(0.0, delay.total_seconds()):.0f} s"
             )
             instance_event(conn, task, instance, Reason.RETRYING, text, now, Severity.WARNING)
@@ -153,7 +153,7 @@ class Spawner:
                     task_store.mark_task_running(conn, task.id, now)
                     task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
                 text = (
-                    f"instance {instance.index} attempt {instance.attempt + 1} started, pid {pid}"
+                    f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
                 )
                 instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
             for task, instance, error in failed:

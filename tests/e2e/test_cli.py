@@ -222,11 +222,11 @@ def test_logs_tasks_and_events(cli: Cli, server: JobyardServer, tmp_path: Path) 
     task_id = cli.ok("run", "flaky").strip()
 
     followed = cli.ok("logs", task_id, "-f")
-    assert followed == "first\nfailing\n==> instance 0 attempt 2 <==\nsecond\n"
+    assert followed == "first\nfailing\n==> instance 0 attempt 1 <==\nsecond\n"
     assert server.task(int(task_id))["status"] == "succeeded"
     assert cli.ok("logs", task_id) == (
-        "==> instance 0 attempt 1 (failed) <==\nfirst\nfailing\n\n"
-        "==> instance 0 attempt 2 (succeeded) <==\nsecond\n"
+        "==> instance 0 attempt 0 (failed) <==\nfirst\nfailing\n\n"
+        "==> instance 0 attempt 1 (succeeded) <==\nsecond\n"
     )
 
     cli.ok("apply", "-f", "-", stdin=json.dumps({**flaky, "retries": 0}))
