@@ -152,9 +152,7 @@ class Spawner:
                     newly_running.add(task.id)
                     task_store.mark_task_running(conn, task.id, now)
                     task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
-                text = (
-                    f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
-                )
+                text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
                 instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
             for task, instance, error in failed:
                 task_store.finish_instance(
