@@ -64,7 +64,11 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     for error in errors:
         message = str(error.get("msg", "invalid"))
         message = message.removeprefix("Value error, ")
-        described.append({"field": _location(tuple(error.get("loc", ()))), "message": message})
+        field = _location(tuple(error.get("loc", ())))
+        if error.get("type") == "json_invalid":
+            problem = error.get("ctx", {}).get("error", "")
+            field, message = "body", f"the body is not valid JSON ({problem})"
+        described.append({"field": field, "message": message})
     return described
 
 

@@ -117,14 +117,25 @@ def is_wrapper_of(pid: int, run_dir: Path) -> bool:
         return False
 
 
-def terminate_tree(pidfd: int, pgid: int, run_dir: Path) -> None:
-    """SIGTERM the instance's tree, after marking it so a script not yet started never will."""
+def terminate_tree(pidfd: int, pgid: int, run_dir: Path) -> list[psutil.Process]:
+    """SIGTERM the instance's tree, after marking it so a script not yet started never will.
+
+    Returns the descendants that had left the group: they get SIGKILL later even
+    if by then they can no longer be found from the wrapper.
+    """
     with contextlib.suppress(OSError):
         (run_dir / STOP_MARKER).touch()
-    signal_tree(pidfd, pgid, signal.SIGTERM)
+    return signal_tree(pidfd, pgid, signal.SIGTERM)
 
 
-def signal_tree(pidfd: int, pgid: int, sig: int) -> None:
+def kill_all(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process still alive (psutil checks it is the same process)."""
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def signal_tree(pidfd: int, pgid: int, sig: int) -> list[psutil.Process]:
     """Send ``sig`` to the instance's process group and to descendants that left it.
 
     The pidfd proves the leader is not yet reaped, so ``pgid`` still names our
@@ -134,12 +145,13 @@ def signal_tree(pidfd: int, pgid: int, sig: int) -> None:
     try:
         signal.pidfd_send_signal(pidfd, 0)
     except ProcessLookupError:
-        return
+        return []
     escaped = _escaped_descendants(pgid)
     killpg(pgid, sig)
     for proc in escaped:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+    return escaped
 
 
 def _escaped_descendants(pgid: int) -> list[psutil.Process]:

@@ -17,10 +17,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from jobyard.runners._process import (
+    kill_all,
     kill_leftover_group,
     killpg,
     reap,
@@ -42,6 +45,8 @@ class WatchedInstance:
     adopted: bool  # started by an earlier server: not our child, its code is in `exit`
     stop_requested: bool = False
     kill_at: float | None = None
+    # Descendants that left the group, seen when stopping: killed at the end too.
+    escaped: list[psutil.Process] = field(default_factory=list)
 
 
 EndedCallback = Callable[[WatchedInstance, int | None], None]
@@ -117,7 +122,7 @@ class ExitWatcher:
                 return
             self._guarded(command)
 
-    def _guarded(self, func: Callable[..., None], *args: object) -> None:
+    def _guarded(self, func: Callable[..., object], *args: object) -> None:
         # One bad instance must not stop the thread every other exit depends on.
         try:
             func(*args)
@@ -134,7 +139,7 @@ class ExitWatcher:
             return  # unknown, or already ended
         if not instance.stop_requested:
             instance.stop_requested = True
-            terminate_tree(instance.pidfd, instance.pid, instance.run_dir)
+            instance.escaped = terminate_tree(instance.pidfd, instance.pid, instance.run_dir)
         kill_at = time.monotonic() + grace_seconds
         if instance.kill_at is None or kill_at < instance.kill_at:
             instance.kill_at = kill_at
@@ -147,6 +152,7 @@ class ExitWatcher:
             instance = self._instances.get(instance_id)
             if instance is not None and instance.kill_at == kill_at:
                 logger.info("instance %s outlived its stop grace; killing it", instance_id)
+                kill_all(instance.escaped)
                 self._guarded(signal_tree, instance.pidfd, instance.pid, signal.SIGKILL)
 
     def _ended(self, instance: WatchedInstance) -> None:
@@ -166,6 +172,7 @@ class ExitWatcher:
             kill_leftover_group(instance.pid, instance.run_dir)
         else:
             killpg(instance.pid, signal.SIGKILL)
+        kill_all(instance.escaped)
 
     def _shut_down(self) -> None:
         self._running = False
