@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test
+.PHONY: run test lint install install-test browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Debian's Chromium for the console tests (Playwright drives it; it never
+# downloads a browser of its own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the console tests need Debian's chromium: sudo apt-get install chromium"; exit 1; \
+	  fi; }
+
 # Install the test dependencies and run every check and test.
-test: lint
+test: lint browser
 	$(BIN)/pytest
