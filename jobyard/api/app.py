@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import jobyard
+from jobyard import web
 from jobyard.api import errors, hooks, sae, tasks, templates, tokens
 from jobyard.api.auth import authorize
 from jobyard.api.deps import EngineDep
@@ -52,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/api/v1/info", info, methods=["GET"], tags=["server"], dependencies=GUARDED)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["server"])
     _add_docs(app)
+    # The web console at /, after the API so that /api/v1, /docs and /hooks keep their routes.
+    web.install(app)
     return app
 
 
