@@ -1,0 +1,152 @@
+"""Throughput: ``--count`` tasks of a one-line script triggered over HTTP by
+``--clients`` concurrent clients.
+
+Figures: tasks completed per second end to end (first request sent -> last task's
+``finished_at``), trigger requests accepted per second and their p99 response time,
+and the ceiling: the same clients on the server's bare no-op endpoint (``GET
+/healthz``, a plain FastAPI route) in the same run, before the triggers. Every
+request carries its number in an env override, so a lost or doubled task shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from _common import (
+    Server,
+    add_common_args,
+    emit,
+    note,
+    parse_time,
+    running_server,
+    script_template,
+    summary_ms,
+    target,
+    transactions,
+    wait_until,
+    workspace,
+)
+
+TASKS_PER_S_TARGET = 300.0
+ACCEPT_RATIO_TARGET = 0.4
+
+
+async def hammer(
+    base_url: str, count: int, clients: int, request: Any
+) -> tuple[float, list[float], int]:
+    """``count`` requests from ``clients`` workers; (seconds, response times, non-2xx)."""
+    numbers = iter(range(count))
+    times: list[float] = []
+    bad = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal bad
+            for number in numbers:
+                began = time.perf_counter()
+                response = await request(client, number)
+                times.append(time.perf_counter() - began)
+                bad += not 200 <= response.status_code < 300
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return time.perf_counter() - began, times, bad
+
+
+def rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def all_done(server: Server, name: str) -> bool:
+    path = f"/namespaces/default/templates/{name}/tasks"
+    return not any(
+        server.api("GET", path, params={"status": status, "limit": 1})
+        for status in ("pending", "running")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10000, help="tasks to trigger")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients")
+    parser.add_argument("--script", default=":", help="the one-line script")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the tasks")
+    add_common_args(parser)
+    args = parser.parse_args()
+    with workspace(args) as space, running_server(space, args) as server:
+        name = "throughput"
+        spec = script_template(name, args.script, trigger={"type": "http", "methods": ["POST"]})
+        hook = server.create_templates([spec])[0]["trigger"]["url"]
+
+        async def noop(client: httpx.AsyncClient, number: int) -> httpx.Response:
+            return await client.get("/healthz")
+
+        async def trigger(client: httpx.AsyncClient, number: int) -> httpx.Response:
+            return await client.post(
+                hook, json={"envs": [{"name": "BENCH_N", "value": str(number)}]}
+            )
+
+        ceiling_s, ceiling_times, _ = asyncio.run(
+            hammer(server.url, args.count, args.clients, noop)
+        )
+        note(f"no-op ceiling: {rate(args.count, ceiling_s)} requests/s")
+        xacts_before = transactions(server.database_url)
+        began = datetime.now(UTC)
+        trigger_s, trigger_times, refused = asyncio.run(
+            hammer(server.url, args.count, args.clients, trigger)
+        )
+        note(f"triggers: {rate(args.count, trigger_s)} accepted/s; waiting for the tasks")
+        done = wait_until(lambda: all_done(server, name), args.timeout, interval=0.5)
+        xacts_after = transactions(server.database_url)
+        tasks = server.tasks_of(name)
+    numbers = Counter(int(t["overrides"]["envs"][0]["value"]) for t in tasks)
+    succeeded = [t for t in tasks if t["status"] == "succeeded"]
+    last = max((parse_time(t["finished_at"]) for t in succeeded), default=began)
+    end_to_end_s = (last - began).total_seconds()
+    accepted = args.count - refused
+    ceiling_rate = rate(args.count, ceiling_s)
+    figures: dict[str, Any] = {
+        "tasks_completed_per_s": rate(len(succeeded), end_to_end_s),
+        "end_to_end_s": round(end_to_end_s, 2),
+        "triggers_accepted_per_s": rate(accepted, trigger_s),
+        "trigger_response": summary_ms(trigger_times),
+        "noop_ceiling_per_s": ceiling_rate,
+        "noop_response": summary_ms(ceiling_times),
+        "accept_to_ceiling_ratio": round(rate(accepted, trigger_s) / ceiling_rate, 3),
+        "refused": refused,
+        "tasks": len(tasks),
+        "succeeded": len(succeeded),
+        "lost": sum(1 for n in range(args.count) if n not in numbers),
+        "duplicated": sum(c - 1 for c in numbers.values()),
+        "all_ended_in_time": done,
+        # PostgreSQL only: every transaction of the trigger phase (a few are the
+        # benchmark's own "all done?" polls, 2 every 0.5 s), per task.
+        "db_transactions_per_task": None
+        if xacts_before is None or xacts_after is None
+        else round((xacts_after - xacts_before) / args.count, 2),
+    }
+    targets = [
+        target(
+            "tasks completed per s", figures["tasks_completed_per_s"], TASKS_PER_S_TARGET, False
+        ),
+        target(
+            "acceptance / no-op ceiling",
+            figures["accept_to_ceiling_ratio"],
+            ACCEPT_RATIO_TARGET,
+            False,
+        ),
+        target("lost", figures["lost"], 0),
+        target("duplicated", figures["duplicated"], 0),
+    ]
+    emit("throughput", space, {"count": args.count, "clients": args.clients}, figures, targets)
+
+
+if __name__ == "__main__":
+    main()
