@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from jobyard import cron
+from jobyard import cron_words
 from jobyard.domain import Event, Instance, Task, Template, TemplateVersion
 from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
 
@@ -45,9 +45,8 @@ class TemplateOut(BaseModel):
         schedule = None
         trigger = template.spec.trigger
         if isinstance(trigger, CronTrigger):
-            parsed = cron.parse_schedule(trigger.schedule, trigger.timezone)
             schedule = ScheduleOut(
-                description=cron.describe(parsed),
+                description=cron_words.describe(trigger.schedule, trigger.timezone),
                 timezone=trigger.timezone,
                 next_fire_times=[] if template.suspended else upcoming,
             )

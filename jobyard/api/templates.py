@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
-from jobyard import cron
+from jobyard import cron, cron_words
 from jobyard.api.auth import scope_of
 from jobyard.api.deps import EngineDep, Limit, Offset
 from jobyard.api.schemas import (
@@ -66,7 +66,9 @@ def preview_cron(
     parsed = cron.parse_schedule(schedule, timezone)
     upcoming = cron.next_fire_times(parsed, engine.clock.now(), count)
     return ScheduleOut(
-        description=cron.describe(parsed), timezone=timezone, next_fire_times=upcoming
+        description=cron_words.describe(schedule, timezone),
+        timezone=timezone,
+        next_fire_times=upcoming,
     )
 
 

@@ -9,13 +9,13 @@ from fastapi.responses import Response
 
 from jobyard import cron
 from jobyard.api.deps import EngineDep
+from jobyard.cron_words import describe
 from jobyard.domain import Template
 from jobyard.engine.core import Engine
 from jobyard.engine.templates import upcoming_fires
 from jobyard.errors import InvalidSpec
 from jobyard.spec import CronTrigger, HttpTrigger
 from jobyard.web import session, views
-from jobyard.web.cron_words import describe
 from jobyard.web.rendering import render
 from jobyard.web.routing import console_router
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from jobyard import cron_words
 from jobyard.domain import ACTIVE_TASK_STATUSES, Task, Template, TemplateVersion
 from jobyard.engine.core import Engine
 from jobyard.errors import InvalidSpec
 from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
-from jobyard.web import cron_words
 
 ACTIVE = [status.value for status in ACTIVE_TASK_STATUSES]
 COUNT_LIMIT = 1000
