@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support import JobyardServer, free_port
+from tests.support import JobyardServer, free_port, processes_using, wait_for
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "JOBYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -77,3 +77,12 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         jobyard.terminate()
         jobyard.kill_instances()
+
+
+@pytest.fixture
+def jobyard(server: JobyardServer) -> Iterator[JobyardServer]:
+    """The server; afterwards, stopped, and nothing of its instances left running."""
+    yield server
+    server.terminate()
+    server.kill_instances()
+    wait_for(lambda: not processes_using(server.data_dir), timeout=10)

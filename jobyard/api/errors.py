@@ -107,15 +107,16 @@ def _headers(exc: JobyardError) -> dict[str, str]:
     return {}
 
 
-def sae_answer(status: int, message: str) -> JSONResponse:
-    """An error in the shape SAE's API uses, for its compatible endpoints."""
+def sae_answer(status: int, message: str, data: Any = None) -> JSONResponse:
+    """An answer in the shape SAE's API uses, for its compatible endpoints."""
     request_id = str(uuid.uuid4()).upper()
     body = {
         "RequestId": request_id,
-        "Code": _SAE_CODES.get(status, "Error"),
-        "Success": False,
+        "TraceId": request_id.replace("-", "").lower(),
+        "Code": str(status) if status < 400 else _SAE_CODES.get(status, "Error"),
+        "Success": status < 400,
         "Message": message,
-        "Data": None,
+        "Data": data,
     }
     return JSONResponse(body, status_code=status)
 

@@ -39,9 +39,14 @@ async def hook(token: str, request: Request) -> JSONResponse:
     trigger = template.spec.trigger
     if not isinstance(trigger, HttpTrigger):
         raise NotFound("no trigger at this URL")
-    client = _client(engine, request)
+    peer = request.client.host if request.client else ""
+    proxies = engine.settings.trusted_proxies
+    client = triggering.client_address(peer, request.headers, proxies)
+    scheme = triggering.request_scheme(
+        request.url.scheme == "https", peer, request.headers, proxies
+    )
     try:
-        task_request = await _admit(engine, request, template, trigger, client)
+        task_request = await _admit(engine, request, template, trigger, client, scheme)
         launched = await run_in_threadpool(engine.tasks.run_by_id, template.id, task_request)
     except JobyardError as err:
         await _note(engine, template, err, client)
@@ -50,17 +55,14 @@ async def hook(token: str, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=202 if launched.created else 200)
 
 
-def _client(engine: Engine, request: Request) -> str:
-    peer = request.client.host if request.client else ""
-    return triggering.client_address(peer, request.headers, engine.settings.trusted_proxies)
-
-
 async def _admit(
-    engine: Engine, request: Request, template: Template, trigger: HttpTrigger, client: str
+    engine: Engine,
+    request: Request,
+    template: Template,
+    trigger: HttpTrigger,
+    client: str,
+    scheme: str,
 ) -> TaskRequest:
-    peer = request.client.host if request.client else ""
-    tls = request.url.scheme == "https"
-    scheme = triggering.request_scheme(tls, peer, request.headers, engine.settings.trusted_proxies)
     if template.suspended:
         raise Forbidden(f"template {template.name!r} is suspended")
     refused = triggering.rejection(trigger, request.method, scheme, client, request.headers)

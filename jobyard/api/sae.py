@@ -8,7 +8,6 @@ shape: RequestId, Code, Success, Message, Data.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from jobyard import triggering
 from jobyard.api.auth import check_namespace
 from jobyard.api.deps import get_engine
+from jobyard.api.errors import sae_answer
 from jobyard.domain import Task, TaskStatus, TriggerKind
 from jobyard.engine.core import Engine
 from jobyard.engine.launching import TaskRequest
@@ -36,17 +36,8 @@ STATE_OF = {
 
 
 def _answer(data: Any) -> JSONResponse:
-    """Success in SAE's shape; errors take the same shape in api.errors."""
-    request_id = str(uuid.uuid4()).upper()
-    body = {
-        "RequestId": request_id,
-        "TraceId": request_id.replace("-", "").lower(),
-        "Code": "200",
-        "Success": True,
-        "Message": "success",
-        "Data": data,
-    }
-    return JSONResponse(body)
+    """Success in SAE's shape (errors take it in api.errors)."""
+    return sae_answer(200, "success", data)
 
 
 async def _params(request: Request) -> dict[str, Any]:

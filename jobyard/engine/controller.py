@@ -15,8 +15,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.engine import Connection
-
 from jobyard import planning
 from jobyard.domain import Instance, Task
 from jobyard.engine.clock import Clock
@@ -25,6 +23,7 @@ from jobyard.engine.spawning import Spawner, Turn
 from jobyard.engine.specs import SpecCache
 from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Runner
+from jobyard.spec import TemplateSpec
 from jobyard.store import Store
 from jobyard.store import tasks as task_store
 
@@ -139,24 +138,28 @@ class Controller:
             active = task_store.active_tasks(conn)
             by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
         turn = Turn(to_spawn=[], to_stop=[])
+        plans = [self._plan_one(task, by_task[task.id], now, turn) for task in active]
+        work = [plan for plan in plans if plan is not None and plan[2].actions]
+        if not work:
+            return turn  # nothing to write: no transaction at all
         with self._store.write() as conn:
-            for task in active:
-                self._plan_one(conn, task, by_task[task.id], now, turn)
+            for task, spec, plan in work:
+                by_id = {instance.id: instance for instance in by_task[task.id]}
+                for action in plan.actions:
+                    self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
         return turn
 
     def _plan_one(
-        self, conn: Connection, task: Task, instances: list[Instance], now: datetime, turn: Turn
-    ) -> None:
+        self, task: Task, instances: list[Instance], now: datetime, turn: Turn
+    ) -> tuple[Task, TemplateSpec, planning.TaskPlan] | None:
         try:
             spec = self._specs.get(task.template_id, task.template_version)
         except NotFound:
-            return  # deleted since we read it
+            return None  # deleted since we read it
         plan = planning.plan_task(task, spec, instances, now)
         if plan.wake_at is not None and (turn.wake_at is None or plan.wake_at < turn.wake_at):
             turn.wake_at = plan.wake_at
-        by_id = {instance.id: instance for instance in instances}
-        for action in plan.actions:
-            self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
+        return task, spec, plan
 
     def _act(self, turn: Turn) -> None:
         for instance_id, grace in turn.to_stop:

@@ -14,7 +14,6 @@ from jobyard.errors import ConcurrencyForbidden
 from jobyard.planning import instance_count
 from jobyard.spec import RunOverrides
 from jobyard.store import tasks as task_store
-from jobyard.store import templates as template_store
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,10 @@ def launch_task(
 ) -> Launched:
     """Create the task in the caller's transaction, applying the concurrency policy.
 
+    The caller read ``template`` under its row lock (``template_store.locked_template``),
+    which serialises the policy check with every other launch of the template.
     Raises ConcurrencyForbidden for a Forbid template with an active task.
     """
-    template_store.lock_template(conn, template.id)
     existing = _existing(conn, template, request)
     if existing is not None:
         return Launched(existing, created=False)

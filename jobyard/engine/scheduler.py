@@ -112,8 +112,7 @@ class Scheduler:
     def _fire(self, template_id: str, due: datetime) -> datetime | None:
         now = self._clock.now()
         with self._store.write() as conn:
-            template_store.lock_template(conn, template_id)
-            template = template_store.get_template_by_id(conn, template_id)
+            template = template_store.locked_template_by_id(conn, template_id)
             trigger = template.spec.trigger
             if template.suspended or not isinstance(trigger, CronTrigger):
                 return None

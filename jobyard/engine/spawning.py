@@ -87,10 +87,9 @@ class Spawner:
         now: datetime,
         turn: Turn,
     ) -> None:
-        instance_id = task_store.insert_instance(
+        instance = task_store.insert_instance(
             conn, task.id, action.index, action.attempt, action.shards, action.not_before, now
         )
-        instance = task_store.get_instance(conn, instance_id)
         if action.attempt > 0:
             delay = (action.not_before or now) - now
             text = (

@@ -40,14 +40,14 @@ class TaskService:
         """Start a task now (raises ConcurrencyForbidden under Forbid)."""
         request = TaskRequest(trigger=trigger, overrides=overrides, event_id=event_id)
         with self._store.write() as conn:
-            template = template_store.get_template(conn, namespace, name)
+            template = template_store.locked_template(conn, namespace, name)
             launched = launch_task(conn, template, request, self._clock.now())
         return self._woken(launched)
 
     def run_by_id(self, template_id: str, request: TaskRequest) -> Launched:
         """Start a task of the template with this id (HTTP triggers, SAE ExecJob)."""
         with self._store.write() as conn:
-            template = template_store.get_template_by_id(conn, template_id)
+            template = template_store.locked_template_by_id(conn, template_id)
             launched = launch_task(conn, template, request, self._clock.now())
         return self._woken(launched)
 

@@ -209,7 +209,7 @@ def insert_instance(
     shards: list[str],
     not_before: datetime | None,
     now: datetime,
-) -> int:
+) -> Instance:
     result = conn.execute(
         instances.insert()
         .values(
@@ -221,9 +221,9 @@ def insert_instance(
             not_before=not_before,
             created_at=now,
         )
-        .returning(instances.c.id)
+        .returning(instances)
     )
-    return int(result.scalar_one())
+    return _instance(result.one())
 
 
 def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:

@@ -214,6 +214,23 @@ def lock_template(conn: Connection, template_id: str) -> None:
         raise NotFound(f"template {template_id!r} does not exist")
 
 
+def locked_template(conn: Connection, namespace: str, name: str) -> Template:
+    """Lock the named template's row, then read it: what the caller sees stays true."""
+    result = conn.execute(
+        templates.update()
+        .where(templates.c.namespace == namespace, templates.c.name == name)
+        .values(task_seq=templates.c.task_seq + 1)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"template {name!r} does not exist in namespace {namespace!r}")
+    return get_template(conn, namespace, name)
+
+
+def locked_template_by_id(conn: Connection, template_id: str) -> Template:
+    lock_template(conn, template_id)
+    return get_template_by_id(conn, template_id)
+
+
 def list_versions(conn: Connection, template_id: str) -> list[TemplateVersion]:
     query = (
         sa.select(template_versions)

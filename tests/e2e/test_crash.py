@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ from tests.support import (
 
 WAIT_FOR_GO = 'while [ ! -e "$GO" ]; do sleep 0.05; done\n'
 TEMPLATE = "/namespaces/default/templates/{}"
-
-
-@pytest.fixture
-def jobyard(server: JobyardServer) -> Iterator[JobyardServer]:
-    """The server; afterwards, stopped, and nothing of its instances left running."""
-    yield server
-    server.terminate()
-    server.kill_instances()
-    wait_for(lambda: not processes_using(server.data_dir), timeout=10)
 
 
 def with_go(name: str, script: str, go: Path, **extra: Any) -> dict[str, Any]:

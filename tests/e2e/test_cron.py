@@ -10,31 +10,18 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from tests.support import (
     TERMINAL,
     JobyardServer,
-    processes_using,
     script_template,
     wait_for,
 )
 
 QUIET_WINDOW = 2.5  # seconds without a firing that prove a schedule is off
 TEMPLATE = "/namespaces/default/templates/{}"
-
-
-@pytest.fixture
-def jobyard(server: JobyardServer) -> Iterator[JobyardServer]:
-    """The server; afterwards, stopped, and nothing of its instances left running."""
-    yield server
-    server.terminate()
-    server.kill_instances()
-    wait_for(lambda: not processes_using(server.data_dir), timeout=10)
 
 
 def cron_template(name: str, schedule: str, script: str, **extra: Any) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def _race(store: Store, template_id: str, request: TaskRequest, writers: int) ->
         barrier.wait()
         try:
             with store.write() as conn:
-                template = template_store.get_template_by_id(conn, template_id)
+                template = template_store.locked_template_by_id(conn, template_id)
                 results.append(launch_task(conn, template, request, NOW).task.id)
         except ConcurrencyForbidden as err:
             results.append(err)
@@ -117,7 +117,7 @@ def test_one_scheduled_time_makes_one_task_whoever_fires_it(store: Store) -> Non
 def test_deleting_a_template_deletes_its_rows(store: Store) -> None:
     template_id = make_template(store)
     with store.write() as conn:
-        template = template_store.get_template_by_id(conn, template_id)
+        template = template_store.locked_template_by_id(conn, template_id)
         task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
         task_store.insert_instance(conn, task.id, 0, 0, [], None, NOW)
     with store.write() as conn:
