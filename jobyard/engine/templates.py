@@ -71,6 +71,11 @@ class TemplateService:
 
     # -- reading --------------------------------------------------------------
 
+    def require_namespace(self, namespace: str) -> None:
+        """NotFound unless the namespace exists."""
+        with self._store.read() as conn:
+            template_store.require_namespace(conn, namespace)
+
     def get(self, namespace: str, name: str) -> Template:
         with self._store.read() as conn:
             return template_store.get_template(conn, namespace, name)

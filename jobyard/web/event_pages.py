@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from jobyard.api.deps import EngineDep
@@ -21,21 +21,32 @@ router = console_router()
 PAGE = 50
 
 
+def _filters(
+    source_name: str = "", reason: str = "", source_type: str = "", severity: str = "", q: str = ""
+) -> dict[str, str]:
+    """The search form's fields, from the query string (unknown choices dropped)."""
+    return {
+        "source_name": source_name.strip(),
+        "reason": reason.strip(),
+        "source_type": source_type if source_type in {s.value for s in SourceType} else "",
+        "severity": severity if severity in {s.value for s in Severity} else "",
+        "q": q.strip(),
+    }
+
+
+Filters = Annotated[dict[str, str], Depends(_filters)]
+
+
 @router.get("/namespaces/{namespace}/events")
 def namespace_events(
     request: Request,
     engine: EngineDep,
     namespace: str,
-    source_name: str = "",
-    reason: str = "",
-    source_type: str = "",
-    severity: str = "",
-    q: str = "",
+    filters: Filters,
     offset: int = 0,
 ) -> Response:
     session.enter_namespace(request, namespace)
-    engine.templates.list_templates(namespace, 1, 0, None)  # NotFound for a wrong namespace
-    filters = _filters(source_name, reason, source_type, severity, q)
+    engine.templates.require_namespace(namespace)
     context = {
         **_search(engine, namespace, None, filters, max(offset, 0)),
         "namespace": namespace,
@@ -50,33 +61,16 @@ def template_events(
     engine: EngineDep,
     namespace: str,
     name: str,
-    source_name: str = "",
-    reason: str = "",
-    source_type: str = "",
-    severity: str = "",
-    q: str = "",
+    filters: Filters,
     offset: int = 0,
 ) -> Response:
     session.enter_namespace(request, namespace)
     template = engine.templates.get(namespace, name)
-    filters = _filters(source_name, reason, source_type, severity, q)
     context = {
         **template_context(engine, template, "events"),
         **_search(engine, namespace, name, filters, max(offset, 0)),
     }
     return render(request, "template_events.html", context)
-
-
-def _filters(
-    source_name: str, reason: str, source_type: str, severity: str, q: str
-) -> dict[str, str]:
-    return {
-        "source_name": source_name.strip(),
-        "reason": reason.strip(),
-        "source_type": source_type if source_type in {s.value for s in SourceType} else "",
-        "severity": severity if severity in {s.value for s in Severity} else "",
-        "q": q.strip(),
-    }
 
 
 def _search(
