@@ -88,6 +88,29 @@ class Reason(StrEnum):
     RECOVERED = "Recovered"
     TRIGGER_REJECTED = "TriggerRejected"
     TRIGGER_ROTATED = "TriggerRotated"
+    # Deployment methods and resources (issue 4).
+    OOM_KILLED = "OOMKilled"
+    RUNTIME_MISSING = "RuntimeMissing"
+    NO_CONTAINER_RUNTIME = "NoContainerRuntime"
+    PREPARING_PACKAGE = "PreparingPackage"
+    PACKAGE_PREPARED = "PackagePrepared"
+    PREPARE_FAILED = "PrepareFailed"
+    PACKAGE_UPLOADED = "PackageUploaded"
+    PACKAGE_DELETED = "PackageDeleted"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    PREEMPTED = "Preempted"
+    FELL_BACK_TO_DEFAULT = "FellBackToDefault"
+
+
+# Instance failures that another attempt cannot cure: the task fails at once.
+FATAL_INSTANCE_REASONS = frozenset({Reason.RUNTIME_MISSING, Reason.NO_CONTAINER_RUNTIME})
+
+
+class RunAs(StrEnum):
+    """The capacity class an instance runs in (best-effort-first picks per attempt)."""
+
+    DEFAULT = "default"
+    BEST_EFFORT = "best-effort"
 
 
 # The end a stop reason leads to: a deadline is a failure, the rest a stop.
@@ -97,6 +120,8 @@ STOP_REASON_STATUS = {
     Reason.STOPPED: TaskStatus.STOPPED,
     Reason.REPLACED: TaskStatus.STOPPED,
     Reason.TEMPLATE_DELETED: TaskStatus.STOPPED,
+    Reason.RUNTIME_MISSING: TaskStatus.FAILED,
+    Reason.NO_CONTAINER_RUNTIME: TaskStatus.FAILED,
 }
 
 
@@ -166,10 +191,29 @@ class Instance:
     started_at: datetime | None
     finished_at: datetime | None
     stop_requested: bool
+    run_as: RunAs = RunAs.DEFAULT
+    # Set when the instance is stopped to make room for a default instance.
+    preempt_requested: bool = False
+    # Why a pending instance has not started yet (InsufficientCapacity, PreparingPackage).
+    waiting_reason: str | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
 
     @property
     def is_live(self) -> bool:
         return self.status in LIVE_INSTANCE_STATUSES
+
+
+@dataclass(frozen=True)
+class Package:
+    """An uploaded code package, content-addressed within its namespace."""
+
+    namespace: str
+    digest: str  # "sha256:<hex>"
+    filename: str
+    kind: str  # zip, tar.gz, jar or executable
+    size: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)

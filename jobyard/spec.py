@@ -10,7 +10,15 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from jobyard import cron
 from jobyard.errors import InvalidSpec
@@ -54,9 +62,62 @@ class ScriptDeployment(Model):
         return script
 
 
-# A tagged union on ``type``: code packages and container images join it as
-# new members (with a Discriminator once there are two).
-Deployment = ScriptDeployment
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@-]*$"
+Stack = Literal["python", "java", "node", "binary"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+# Stacks that cannot start without a command: there is no single entry point.
+_STACKS_NEEDING_COMMAND = ("python", "node")
+
+
+class PackageDeployment(Model):
+    """An uploaded code package (zip, tar.gz, jar or one executable) run on a stack.
+
+    ``command`` is a command line split like a shell would (no shell runs it);
+    ``args`` follow it. A java package without a command runs
+    ``java $JAVA_OPTS -jar <jar>``; a binary package without one runs itself.
+    """
+
+    type: Literal["package"]
+    package: str = Field(pattern=DIGEST_PATTERN, description="sha256:<hex> of an uploaded package")
+    stack: Stack
+    command: str = Field(default="", max_length=4096)
+    args: list[str] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _command_when_needed(self) -> PackageDeployment:
+        if self.stack in _STACKS_NEEDING_COMMAND and not self.command.strip():
+            raise ValueError(f"a {self.stack} package needs a command, such as 'python main.py'")
+        return self
+
+
+class ImageDeployment(Model):
+    """A container image run by the configured container engine (podman or docker)."""
+
+    type: Literal["image"]
+    image: str = Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)
+    command: list[str] = Field(default_factory=list, max_length=256)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    pull_policy: PullPolicy = "IfNotPresent"
+
+
+def _deployment_type(data: object) -> str:
+    """The tag of a deployment; an untagged one is a script (as before packages)."""
+    if isinstance(data, dict):
+        return str(data.get("type", "script"))
+    return str(getattr(data, "type", "script"))
+
+
+Deployment = Annotated[
+    Annotated[ScriptDeployment, Tag("script")]
+    | Annotated[PackageDeployment, Tag("package")]
+    | Annotated[ImageDeployment, Tag("image")],
+    Discriminator(
+        _deployment_type,
+        custom_error_type="deployment_type",
+        custom_error_message="deployment.type must be one of: script, package, image",
+    ),
+]
 
 
 class Resources(Model):

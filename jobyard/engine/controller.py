@@ -19,6 +19,7 @@ from jobyard import planning
 from jobyard.domain import Instance, Task
 from jobyard.engine.clock import Clock
 from jobyard.engine.exits import record_exits
+from jobyard.engine.launches import Launcher
 from jobyard.engine.spawning import Spawner, Turn
 from jobyard.engine.specs import SpecCache
 from jobyard.errors import NotFound
@@ -44,14 +45,20 @@ class Orphans:
 
 class Controller:
     def __init__(
-        self, store: Store, runner: Runner, clock: Clock, specs: SpecCache, resync_seconds: float
+        self,
+        store: Store,
+        runner: Runner,
+        clock: Clock,
+        specs: SpecCache,
+        launcher: Launcher,
+        resync_seconds: float,
     ) -> None:
         self._store = store
         self._runner = runner
         self._clock = clock
         self._specs = specs
         self._resync = resync_seconds
-        self._spawner = Spawner(store, runner, clock, specs)
+        self._spawner = Spawner(store, runner, clock, launcher)
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._orphans: dict[int, int] = {}  # instance id -> task id
         self._orphan_files: dict[int, datetime] = {}  # task id -> remove-by time

@@ -8,6 +8,7 @@ from pathlib import Path
 from jobyard.config import Settings
 from jobyard.engine.clock import Clock, SystemClock
 from jobyard.engine.controller import Controller
+from jobyard.engine.launches import Launcher
 from jobyard.engine.recovery import recover
 from jobyard.engine.scheduler import Scheduler
 from jobyard.engine.specs import SpecCache
@@ -32,8 +33,14 @@ class Engine:
         self.store = Store(settings.resolved_database_url)
         self.specs = SpecCache(self.store)
         self.runner: Runner = LocalRunner(settings.data_dir, self._on_exit)
+        self.launcher = Launcher(self.specs)
         self.controller = Controller(
-            self.store, self.runner, self.clock, self.specs, settings.resync_seconds
+            self.store,
+            self.runner,
+            self.clock,
+            self.specs,
+            self.launcher,
+            settings.resync_seconds,
         )
         self.scheduler = Scheduler(self.store, self.clock, self.controller.wake)
         self.templates = TemplateService(self.store, self.clock, self.scheduler, self.controller)

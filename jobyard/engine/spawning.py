@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,9 +11,8 @@ from sqlalchemy.engine import Connection
 from jobyard import planning
 from jobyard.domain import Instance, InstanceStatus, Reason, Severity, Task, TaskStatus
 from jobyard.engine.clock import Clock
-from jobyard.engine.environment import instance_env
 from jobyard.engine.events import instance_event, task_event
-from jobyard.engine.specs import SpecCache
+from jobyard.engine.launches import CannotLaunch, Launcher, NotReady
 from jobyard.errors import JobyardError
 from jobyard.runners.base import InstanceLaunch, Runner
 from jobyard.spec import TemplateSpec
@@ -42,11 +39,11 @@ class Turn:
 
 
 class Spawner:
-    def __init__(self, store: Store, runner: Runner, clock: Clock, specs: SpecCache) -> None:
+    def __init__(self, store: Store, runner: Runner, clock: Clock, launcher: Launcher) -> None:
         self._store = store
         self._runner = runner
         self._clock = clock
-        self._specs = specs
+        self._launcher = launcher
 
     def write_action(
         self,
@@ -111,51 +108,83 @@ class Spawner:
     # -- acting ---------------------------------------------------------------
 
     def spawn_all(self, to_spawn: list[tuple[Task, Instance]]) -> None:
-        started: list[tuple[Task, Instance, int]] = []
-        failed: list[tuple[Task, Instance, str]] = []
+        outcome = Spawned()
         for task, instance in to_spawn:
             try:
-                pid = self._runner.start(self._launch(task, instance))
+                launch = self._launcher.build(task, instance)
             except (OSError, JobyardError) as err:
-                logger.warning("instance %s failed to start: %s", instance.id, err)
-                failed.append((task, instance, str(err)))
+                launch = CannotLaunch(Reason.START_FAILED, str(err))
+            if isinstance(launch, NotReady):
+                outcome.waiting.append((task, instance, launch))
+            elif isinstance(launch, CannotLaunch):
+                outcome.failed.append((task, instance, launch))
             else:
-                started.append((task, instance, pid))
-        self._record_starts(started, failed)
+                self._start(task, instance, launch, outcome)
+        self._record_starts(outcome)
 
-    def _launch(self, task: Task, instance: Instance) -> InstanceLaunch:
-        spec = self._specs.get(task.template_id, task.template_version)
-        deployment = spec.deployment
-        command = task.overrides.get("command")
-        payload = None if task.payload is None else json.dumps(task.payload).encode()
-        return InstanceLaunch(
-            task_id=task.id,
-            instance_id=instance.id,
-            shell=deployment.shell,
-            script=shlex.join(command) if command else deployment.script,
-            env=instance_env(spec, task, instance),
-            payload=payload,
-        )
+    def _start(self, task: Task, instance: Instance, launch: InstanceLaunch, out: Spawned) -> None:
+        try:
+            pid = self._runner.start(launch)
+        except (OSError, JobyardError) as err:
+            logger.warning("instance %s failed to start: %s", instance.id, err)
+            out.failed.append((task, instance, CannotLaunch(Reason.START_FAILED, str(err))))
+        else:
+            out.started.append((task, instance, pid))
 
-    def _record_starts(
-        self,
-        started: list[tuple[Task, Instance, int]],
-        failed: list[tuple[Task, Instance, str]],
-    ) -> None:
+    def _record_starts(self, outcome: Spawned) -> None:
+        if outcome.is_empty:
+            return
         now = self._clock.now()
-        newly_running: set[int] = set()
         with self._store.write() as conn:
-            for task, instance, pid in started:
-                task_store.mark_instance_running(conn, instance.id, pid, now)
-                if task.status is TaskStatus.PENDING and task.id not in newly_running:
-                    newly_running.add(task.id)
-                    task_store.mark_task_running(conn, task.id, now)
-                    task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
-                text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
-                instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
-            for task, instance, error in failed:
+            self._record_running(conn, outcome.started, now)
+            for task, instance, failure in outcome.failed:
                 task_store.finish_instance(
-                    conn, instance.id, InstanceStatus.FAILED, None, Reason.START_FAILED, error, now
+                    conn,
+                    instance.id,
+                    InstanceStatus.FAILED,
+                    None,
+                    failure.reason,
+                    failure.message,
+                    now,
                 )
-                text = f"instance {instance.index} could not start: {error}"
-                instance_event(conn, task, instance, Reason.START_FAILED, text, now, Severity.ERROR)
+                text = f"instance {instance.index} could not start: {failure.message}"
+                instance_event(conn, task, instance, failure.reason, text, now, Severity.ERROR)
+            for task, instance, wait in outcome.waiting:
+                record_waiting(conn, task, instance, wait.reason, wait.message, now)
+
+    def _record_running(
+        self, conn: Connection, started: list[tuple[Task, Instance, int]], now: datetime
+    ) -> None:
+        newly_running: set[int] = set()
+        for task, instance, pid in started:
+            task_store.mark_instance_running(conn, instance.id, pid, now)
+            if task.status is TaskStatus.PENDING and task.id not in newly_running:
+                newly_running.add(task.id)
+                task_store.mark_task_running(conn, task.id, now)
+                task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
+            text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
+            instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
+
+
+def record_waiting(
+    conn: Connection, task: Task, instance: Instance, reason: str, message: str, now: datetime
+) -> None:
+    """Mark why a pending instance waits; the event is written once per new reason."""
+    if instance.waiting_reason == reason:
+        return
+    task_store.set_waiting_reason(conn, instance.id, reason)
+    text = f"instance {instance.index} waits: {message}"
+    instance_event(conn, task, instance, reason, text, now, Severity.WARNING)
+
+
+@dataclass
+class Spawned:
+    """What one spawn pass did, recorded in one transaction."""
+
+    started: list[tuple[Task, Instance, int]] = field(default_factory=list)
+    failed: list[tuple[Task, Instance, CannotLaunch]] = field(default_factory=list)
+    waiting: list[tuple[Task, Instance, NotReady]] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.started or self.failed or self.waiting)

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +25,27 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRAPPER_NAME = "jobyard-instance"
 STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
 
-# $1 = run dir, $2 = shell. Paths travel as arguments, never in the environment,
-# so the instance's environment is exactly what it was given.
-# - The trap runs a command (it does not ignore the signal) so the script starts
-#   with default dispositions, and the wrapper outlives a group-wide SIGTERM to
-#   wait for the script and record its code.
+# $1 = run dir, then the instance's argv. Paths travel as arguments, never in
+# the environment, so the instance's environment is exactly what it was given.
+# - The trap runs a command (it does not ignore the signal) so the command
+#   starts with default dispositions, and the wrapper outlives a group-wide
+#   SIGTERM to wait for the command and record its code.
 # - A SIGTERM that lands in the forked child before it execs is swallowed by the
-#   wrapper's inherited handler. So the script starts through a fresh /bin/sh
+#   wrapper's inherited handler. So the command starts through a fresh /bin/sh
 #   (default handlers from its exec on) that first looks for the marker that
 #   terminate_tree leaves before signalling: a stop is never lost nor doubled.
 # - OLDPWD would leak the server's working directory into the instance.
 # - /bin/mv by absolute path: the instance's PATH may not contain it.
 _WRAPPER_SCRIPT = f"""\
 trap : TERM INT
-echo $$ > "$1/pid"
-cd "$1/work" || exit 126
+dir=$1
+shift
+echo $$ > "$dir/pid"
+cd "$dir/work" || exit 126
 unset OLDPWD
-/bin/sh -c '[ -e "$1/{STOP_MARKER}" ] && exit 143; exec "$2" "$1/script"' jobyard-script "$1" "$2"
+/bin/sh -c '[ -e "$0/{STOP_MARKER}" ] && exit 143; exec "$@"' "$dir" "$@"
 code=$?
-echo "$code" > "$1/exit.tmp" && /bin/mv -f "$1/exit.tmp" "$1/exit"
+echo "$code" > "$dir/exit.tmp" && /bin/mv -f "$dir/exit.tmp" "$dir/exit"
 exit "$code"
 """
 
@@ -65,14 +67,14 @@ def instance_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
     return {"PATH": DEFAULT_PATH, "HOME": str(home), "LANG": "C.UTF-8", **env}
 
 
-def spawn_wrapper(run_dir: Path, shell: str, env: Mapping[str, str]) -> int:
+def spawn_wrapper(run_dir: Path, argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Start the wrapper in a new session with output.log as stdout and stderr.
 
     os.posix_spawn rather than subprocess.Popen: it hands back a bare pid that
     nobody else owns, so the watcher reaps it through a pidfd and ``close`` can
     walk away from a running instance without a Popen object to warn about it.
     """
-    argv = ["/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), shell]
+    wrapper = ["/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), *argv]
     log_fd = os.open(run_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         actions: list[tuple[Any, ...]] = [
@@ -82,8 +84,8 @@ def spawn_wrapper(run_dir: Path, shell: str, env: Mapping[str, str]) -> int:
             *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
         ]
         return os.posix_spawn(
-            argv[0],
-            argv,
+            wrapper[0],
+            wrapper,
             env,
             file_actions=actions,
             setsid=True,

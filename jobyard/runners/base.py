@@ -7,19 +7,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# An argv element the runner replaces with the path of the instance's script file.
+SCRIPT_PATH = "{script}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one instance may use: its template's resources."""
+
+    cpu: float  # cores
+    memory_bytes: int
+
 
 @dataclass(frozen=True)
 class InstanceLaunch:
-    """A fully resolved instance: everything needed to start its process."""
+    """A fully resolved instance: everything needed to start its process.
+
+    ``argv`` runs in the instance's own writable working directory; an element
+    equal to SCRIPT_PATH names the file ``script`` is written to.
+    """
 
     task_id: int
     instance_id: int
-    shell: str
-    script: str
+    argv: tuple[str, ...]
     env: Mapping[str, str]
+    script: str | None = None
     # The triggering HTTP request as JSON, written to a file named by
     # JOBYARD_PAYLOAD_FILE in the instance's environment.
     payload: bytes | None = None
+    limits: Limits | None = None
+    # A read-only directory (an unpacked package) whose top-level entries are
+    # linked into the working directory.
+    shared_dir: Path | None = None
+    # Run once the instance has ended, however it ended (removes a container).
+    cleanup: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,10 @@ class InstanceExit:
     instance_id: int
     exit_code: int | None
     stopped: bool
+    # The kernel (or the memory watch) killed it for passing its memory limit.
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)

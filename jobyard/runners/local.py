@@ -31,7 +31,13 @@ from jobyard.runners._process import (
     spawn_wrapper,
 )
 from jobyard.runners._watcher import ExitWatcher, WatchedInstance
-from jobyard.runners.base import ExitCallback, InstanceExit, InstanceLaunch, Recovered
+from jobyard.runners.base import (
+    SCRIPT_PATH,
+    ExitCallback,
+    InstanceExit,
+    InstanceLaunch,
+    Recovered,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +64,12 @@ class LocalRunner:
         env = instance_env(launch.env, run_dir / "work")
         with self._lock:
             self._check_open()
-            self._prepare(run_dir, launch.script)
+            self._prepare(run_dir, launch)
             if launch.payload is not None:
                 (run_dir / "payload.json").write_bytes(launch.payload)
                 env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
-            pid = spawn_wrapper(run_dir, launch.shell, env)
+            argv = [str(run_dir / "script") if arg == SCRIPT_PATH else arg for arg in launch.argv]
+            pid = spawn_wrapper(run_dir, argv, env)
             self._watch(launch.instance_id, pid, _pidfd_of_child(pid), run_dir, adopted=False)
         logger.debug("instance %s started as pid %s", launch.instance_id, pid)
         return pid
@@ -128,7 +135,7 @@ class LocalRunner:
         if self._closed:
             raise RuntimeError("the local runner is closed")
 
-    def _prepare(self, run_dir: Path, script: str) -> None:
+    def _prepare(self, run_dir: Path, launch: InstanceLaunch) -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         if run_dir.is_dir() and not (run_dir / "pid").exists():
             # Prepared by a server that died before the wrapper ran: never started.
@@ -138,7 +145,8 @@ class LocalRunner:
         except FileExistsError:
             # Never reuse a run dir: its pid/exit files would lie about this start.
             raise Conflict(f"instance {run_dir.name} was already started") from None
-        (run_dir / "script").write_text(script, encoding="utf-8")
+        if launch.script is not None:
+            (run_dir / "script").write_text(launch.script, encoding="utf-8")
         (run_dir / "work").mkdir()
 
     def _adopt(self, instance_id: int, pid: int, run_dir: Path) -> bool:

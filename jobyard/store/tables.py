@@ -141,6 +141,11 @@ instances = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("run_as", sa.String(16), nullable=False, server_default="default"),
+    sa.Column("preempt_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("waiting_reason", sa.String(64), nullable=True),
+    sa.Column("peak_memory_bytes", sa.BigInteger(), nullable=True),
+    sa.Column("cpu_seconds", sa.Float(), nullable=True),
     sa.UniqueConstraint("task_id", "index", "attempt"),
     sa.Index(None, "status"),
     sqlite_autoincrement=True,
@@ -170,6 +175,22 @@ events = sa.Table(
     sa.Index(None, "task_id"),
     sa.Index(None, "reason"),
     sqlite_autoincrement=True,
+)
+
+packages = sa.Table(
+    "packages",
+    metadata,
+    sa.Column(
+        "namespace",
+        sa.String(63),
+        sa.ForeignKey("namespaces.name", ondelete="RESTRICT"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(71), primary_key=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 api_tokens = sa.Table(

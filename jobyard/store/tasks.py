@@ -16,6 +16,7 @@ from jobyard.domain import (
     LIVE_INSTANCE_STATUSES,
     Instance,
     InstanceStatus,
+    RunAs,
     Task,
     TaskStatus,
     TriggerKind,
@@ -198,6 +199,11 @@ def _instance(row: Row[Any]) -> Instance:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         stop_requested=bool(m["stop_requested"]),
+        run_as=RunAs(m["run_as"]),
+        preempt_requested=bool(m["preempt_requested"]),
+        waiting_reason=m["waiting_reason"],
+        peak_memory_bytes=m["peak_memory_bytes"],
+        cpu_seconds=m["cpu_seconds"],
     )
 
 
@@ -209,10 +215,12 @@ def insert_instance(
     shards: list[str],
     not_before: datetime | None,
     now: datetime,
+    run_as: RunAs = RunAs.DEFAULT,
 ) -> Instance:
     result = conn.execute(
         instances.insert()
         .values(
+            run_as=run_as.value,
             task_id=task_id,
             index=index,
             attempt=attempt,
@@ -261,9 +269,26 @@ def mark_instance_running(conn: Connection, instance_id: int, pid: int, now: dat
     )
 
 
-def request_instance_stop(conn: Connection, instance_id: int) -> None:
+def request_instance_stop(conn: Connection, instance_id: int, preempt: bool = False) -> None:
+    values: dict[str, Any] = {"stop_requested": True}
+    if preempt:
+        values["preempt_requested"] = True
+    conn.execute(instances.update().where(instances.c.id == instance_id).values(**values))
+
+
+def set_waiting_reason(conn: Connection, instance_id: int, reason: str | None) -> None:
     conn.execute(
-        instances.update().where(instances.c.id == instance_id).values(stop_requested=True)
+        instances.update().where(instances.c.id == instance_id).values(waiting_reason=reason)
+    )
+
+
+def record_usage(
+    conn: Connection, instance_id: int, peak_memory_bytes: int | None, cpu_seconds: float | None
+) -> None:
+    conn.execute(
+        instances.update()
+        .where(instances.c.id == instance_id)
+        .values(peak_memory_bytes=peak_memory_bytes, cpu_seconds=cpu_seconds)
     )
 
 

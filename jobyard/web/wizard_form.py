@@ -91,8 +91,6 @@ def from_spec(spec: TemplateSpec, namespace: str) -> FormState:
     fields.update(
         name=spec.name,
         description=spec.description,
-        script=spec.deployment.script,
-        shell=spec.deployment.shell,
         instance_type=spec.instance_type,
         cpu=f"{spec.resources.cpu:g}",
         memory_mb=str(spec.resources.memory_mb),
@@ -101,6 +99,8 @@ def from_spec(spec: TemplateSpec, namespace: str) -> FormState:
     )
     for name in NUMBERS:
         fields[name] = str(getattr(spec, name))
+    if isinstance(spec.deployment, ScriptDeployment):
+        fields.update(script=spec.deployment.script, shell=spec.deployment.shell)
     state.env = [(var.name, var.value) for var in spec.env]
     state.shards = list(spec.sharding.shards)
     _trigger_fields(state, spec)

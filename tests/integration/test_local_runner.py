@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from jobyard.errors import Conflict
-from jobyard.runners.base import InstanceExit, InstanceLaunch, Recovered
+from jobyard.runners.base import SCRIPT_PATH, InstanceExit, InstanceLaunch, Recovered
 from jobyard.runners.local import LocalRunner
 
 # Every process a test starts carries this variable, so teardown can find and
@@ -49,7 +49,7 @@ class Harness:
         self, task_id: int, instance_id: int, script: str, env: dict[str, str] | None = None
     ) -> InstanceLaunch:
         full_env = {MARK: self.mark, "OUT": str(self.out), **(env or {})}
-        return InstanceLaunch(task_id, instance_id, "/bin/sh", script, full_env)
+        return InstanceLaunch(task_id, instance_id, ("/bin/sh", SCRIPT_PATH), full_env, script)
 
     def start(self, runner: LocalRunner, launch: InstanceLaunch) -> int:
         pid = runner.start(launch)

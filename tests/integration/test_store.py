@@ -125,3 +125,22 @@ def test_deleting_a_template_deletes_its_rows(store: Store) -> None:
     with store.read() as conn:
         assert task_store.existing_task_ids(conn, [task.id]) == set()
         assert task_store.instances_of(conn, [task.id]) == []
+
+
+def test_ids_of_deleted_tasks_and_instances_are_never_reused(store: Store) -> None:
+    """Files and logs are named by these ids; every migration must keep that true."""
+    template_id = make_template(store)
+
+    def task_and_instance() -> tuple[int, int]:
+        with store.write() as conn:
+            template = template_store.locked_template_by_id(conn, template_id)
+            task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
+            instance = task_store.insert_instance(conn, task.id, 0, 0, [], None, NOW)
+        return task.id, instance.id
+
+    first = task_and_instance()
+    with store.write() as conn:
+        task_store.delete_task(conn, first[0])
+    second = task_and_instance()
+    assert second[0] > first[0]
+    assert second[1] > first[1]
