@@ -147,6 +147,10 @@ class InstanceOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    run_as: str = Field(description="the capacity class it runs in: default or best-effort")
+    waiting_reason: str | None = Field(description="why a pending instance has not started")
+    peak_memory_bytes: int | None = Field(description="highest memory use of its process tree")
+    cpu_seconds: float | None = Field(description="CPU time its process tree used")
 
     @classmethod
     def of(cls, instance: Instance) -> InstanceOut:
@@ -165,6 +169,10 @@ class InstanceOut(BaseModel):
             created_at=instance.created_at,
             started_at=instance.started_at,
             finished_at=instance.finished_at,
+            run_as=instance.run_as.value,
+            waiting_reason=instance.waiting_reason if instance.is_live else None,
+            peak_memory_bytes=instance.peak_memory_bytes,
+            cpu_seconds=instance.cpu_seconds,
         )
 
 
