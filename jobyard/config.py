@@ -22,6 +22,9 @@ class Settings:
     # Proxies whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed.
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
     max_body_bytes: int = 1024 * 1024
+    # What instances may request in all (None: this machine's cores / memory).
+    capacity_cpu: float | None = None
+    capacity_memory_mb: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # A bootstrap admin token accepted besides the stored ones (JOBYARD_ADMIN_TOKEN).

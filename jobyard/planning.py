@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from jobyard import cron
-from jobyard.domain import STOP_REASON_STATUS, Instance, InstanceStatus, Reason, Task, TaskStatus
+from jobyard.domain import (
+    FATAL_INSTANCE_REASONS,
+    STOP_REASON_STATUS,
+    Instance,
+    InstanceStatus,
+    Reason,
+    RunAs,
+    Task,
+    TaskStatus,
+)
 from jobyard.spec import TemplateSpec
 
 MAX_RETRY_DELAY = 600  # seconds: the exponential backoff stops doubling here
@@ -45,6 +54,9 @@ class CreateAttempt:
     attempt: int
     shards: list[str]
     not_before: datetime | None
+    run_as: RunAs = RunAs.DEFAULT
+    # The attempt replaces a preempted one: it does not count as a retry.
+    after_preemption: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,25 @@ class TaskPlan:
             self.wake_at = when
 
 
+def first_run_as(spec: TemplateSpec) -> RunAs:
+    """The class a fresh attempt asks for: best-effort-first tries best-effort."""
+    return RunAs.DEFAULT if spec.instance_type == "default" else RunAs.BEST_EFFORT
+
+
+def run_as_after_preemption(spec: TemplateSpec) -> RunAs:
+    """best-effort stays best-effort; best-effort-first falls back to default."""
+    return RunAs.BEST_EFFORT if spec.instance_type == "best-effort" else RunAs.DEFAULT
+
+
+def failures_by_index(instances: Sequence[Instance]) -> dict[int, int]:
+    """Failed attempts per instance index: what retries are counted against."""
+    failures: dict[int, int] = {}
+    for instance in instances:
+        if _is_failure(instance):
+            failures[instance.index] = failures.get(instance.index, 0) + 1
+    return failures
+
+
 def latest_attempts(instances: Sequence[Instance]) -> dict[int, Instance]:
     latest: dict[int, Instance] = {}
     for instance in instances:
@@ -104,9 +135,10 @@ def plan_task(
 ) -> TaskPlan:
     plan = TaskPlan()
     latest = latest_attempts(instances)
+    failures = failures_by_index(instances)
     ending = task.ending_reason
     if ending is None:
-        decision = _ending_decision(task, spec, latest, now, plan)
+        decision = _ending_decision(task, spec, latest, failures, now, plan)
         if decision is not None:
             plan.actions.append(decision)
             ending = decision.reason
@@ -114,7 +146,7 @@ def plan_task(
         message = task.ending_message or _message_of(plan) or ending
         _plan_ending(instances, ending, message, plan)
     else:
-        _plan_progress(task, spec, latest, now, plan)
+        _plan_progress(task, spec, latest, failures, now, plan)
     return plan
 
 
@@ -126,7 +158,12 @@ def _message_of(plan: TaskPlan) -> str | None:
 
 
 def _ending_decision(
-    task: Task, spec: TemplateSpec, latest: dict[int, Instance], now: datetime, plan: TaskPlan
+    task: Task,
+    spec: TemplateSpec,
+    latest: dict[int, Instance],
+    failures: dict[int, int],
+    now: datetime,
+    plan: TaskPlan,
 ) -> BeginEnding | None:
     if spec.timeout > 0:
         deadline = (task.started_at or task.created_at) + timedelta(seconds=spec.timeout)
@@ -136,13 +173,16 @@ def _ending_decision(
             )
         plan.wake_no_later_than(deadline)
     for index, instance in sorted(latest.items()):
-        if _is_failure(instance) and instance.attempt >= spec.retries:
-            return BeginEnding(Reason.BACKOFF_LIMIT_EXCEEDED, _exhausted(index, instance))
+        if _is_failure(instance) and instance.reason in FATAL_INSTANCE_REASONS:
+            return BeginEnding(Reason(instance.reason), f"instance {index}: {instance.message}")
+        if _is_failure(instance) and failures[index] > spec.retries:
+            return BeginEnding(
+                Reason.BACKOFF_LIMIT_EXCEEDED, _exhausted(index, instance, failures[index])
+            )
     return None
 
 
-def _exhausted(index: int, instance: Instance) -> str:
-    tries = instance.attempt + 1
+def _exhausted(index: int, instance: Instance, tries: int) -> str:
     how = instance.reason or "failed"
     if instance.exit_code is not None:
         how = f"exit code {instance.exit_code}"
@@ -166,18 +206,31 @@ def _plan_ending(instances: Sequence[Instance], reason: str, message: str, plan:
 
 
 def _plan_progress(
-    task: Task, spec: TemplateSpec, latest: dict[int, Instance], now: datetime, plan: TaskPlan
+    task: Task,
+    spec: TemplateSpec,
+    latest: dict[int, Instance],
+    failures: dict[int, int],
+    now: datetime,
+    plan: TaskPlan,
 ) -> None:
     for index in range(task.instance_count):
         instance = latest.get(index)
         if instance is None:
             shards = shards_of(spec, index, task.instance_count)
-            plan.actions.append(CreateAttempt(index, 0, shards, None))
+            plan.actions.append(CreateAttempt(index, 0, shards, None, first_run_as(spec)))
+        elif instance.status is InstanceStatus.PREEMPTED:
+            run_as = run_as_after_preemption(spec)
+            attempt = CreateAttempt(
+                index, instance.attempt + 1, instance.shards, None, run_as, after_preemption=True
+            )
+            plan.actions.append(attempt)
         elif _is_failure(instance):
-            delay = timedelta(seconds=retry_delay(spec, instance.attempt))
+            delay = timedelta(seconds=retry_delay(spec, failures[index] - 1))
             not_before = (instance.finished_at or now) + delay
             plan.actions.append(
-                CreateAttempt(index, instance.attempt + 1, instance.shards, not_before)
+                CreateAttempt(
+                    index, instance.attempt + 1, instance.shards, not_before, instance.run_as
+                )
             )
             plan.wake_no_later_than(not_before)
         elif instance.status is InstanceStatus.PENDING and instance.pid is None:

@@ -91,6 +91,7 @@ def info(engine: EngineDep) -> dict[str, Any]:
         "auth": "tokens"
         if engine.tokens.any_tokens() or not engine.settings.on_loopback
         else "open (loopback, no tokens)",
+        "instances": engine.admitter.report(engine.store, engine.specs),
     }
 
 

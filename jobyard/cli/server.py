@@ -54,6 +54,22 @@ def server(
         int,
         typer.Option(envvar="JOBYARD_MAX_BODY_BYTES", min=1, help="largest trigger request body"),
     ] = 1024 * 1024,
+    capacity_cpu: Annotated[
+        float | None,
+        typer.Option(
+            envvar="JOBYARD_CAPACITY_CPU",
+            min=0.01,
+            help="CPU cores instances may request in all; default: this machine's cores",
+        ),
+    ] = None,
+    capacity_memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            envvar="JOBYARD_CAPACITY_MEMORY_MB",
+            min=16,
+            help="MiB instances may request in all; default: this machine's memory",
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None,
         typer.Option(envvar="JOBYARD_TLS_CERT", help="PEM certificate (chain): serve HTTPS"),
@@ -85,6 +101,8 @@ def server(
         public_url=public_url,
         trusted_proxies=_networks(trusted_proxies),
         max_body_bytes=max_body_bytes,
+        capacity_cpu=capacity_cpu,
+        capacity_memory_mb=capacity_memory_mb,
         tls_cert=tls_cert,
         tls_key=tls_key,
         admin_token=os.environ.get("JOBYARD_ADMIN_TOKEN") or None,

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from jobyard import planning
 from jobyard.domain import Instance, Task
+from jobyard.engine.admission import Admitter
 from jobyard.engine.clock import Clock
 from jobyard.engine.exits import record_exits
 from jobyard.engine.launches import Launcher
@@ -51,8 +52,10 @@ class Controller:
         clock: Clock,
         specs: SpecCache,
         launcher: Launcher,
+        admitter: Admitter,
         resync_seconds: float,
     ) -> None:
+        self._admitter = admitter
         self._store = store
         self._runner = runner
         self._clock = clock
@@ -146,7 +149,8 @@ class Controller:
             by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
         turn = Turn(to_spawn=[], to_stop=[])
         plans = [self._plan_one(task, by_task[task.id], now, turn) for task in active]
-        work = [plan for plan in plans if plan is not None and plan[2].actions]
+        planned = [plan for plan in plans if plan is not None]
+        work = [plan for plan in planned if plan[2].actions]
         if not work:
             return turn  # nothing to write: no transaction at all
         with self._store.write() as conn:
@@ -154,6 +158,10 @@ class Controller:
                 by_id = {instance.id: instance for instance in by_task[task.id]}
                 for action in plan.actions:
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
+            if turn.to_spawn:
+                specs = {task.id: (task, spec) for task, spec, _ in planned}
+                every = [i for task, _, _ in planned for i in by_task[task.id]]
+                self._admitter.admit(conn, specs, every, turn, now)
         return turn
 
     def _plan_one(

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from jobyard.config import Settings
+from jobyard.engine.admission import Admitter, node_capacity
 from jobyard.engine.clock import Clock, SystemClock
 from jobyard.engine.controller import Controller
 from jobyard.engine.launches import Launcher
@@ -33,6 +34,7 @@ class Engine:
         self.store = Store(settings.resolved_database_url)
         self.specs = SpecCache(self.store)
         self.runner: Runner = LocalRunner(settings.data_dir, self._on_exit)
+        self.admitter = Admitter(node_capacity(settings))
         self.launcher = Launcher(self.specs)
         self.controller = Controller(
             self.store,
@@ -40,6 +42,7 @@ class Engine:
             self.clock,
             self.specs,
             self.launcher,
+            self.admitter,
             settings.resync_seconds,
         )
         self.scheduler = Scheduler(self.store, self.clock, self.controller.wake)

@@ -14,8 +14,12 @@ from jobyard.store import Store
 from jobyard.store import tasks as task_store
 
 
-def outcome(exit: InstanceExit, task: Task) -> tuple[InstanceStatus, str | None, str]:
+def outcome(
+    exit: InstanceExit, task: Task, instance: Instance
+) -> tuple[InstanceStatus, str | None, str]:
     """The status, reason and message an ended instance gets."""
+    if exit.stopped and instance.preempt_requested and task.ending_reason is None:
+        return InstanceStatus.PREEMPTED, Reason.PREEMPTED, "preempted for a default instance"
     if exit.stopped:
         reason = task.ending_reason or Reason.STOPPED
         return InstanceStatus.KILLED, reason, f"stopped ({reason})"
@@ -31,6 +35,7 @@ _EVENT_OF = {
     InstanceStatus.FAILED: (Reason.INSTANCE_FAILED, Severity.WARNING),
     InstanceStatus.KILLED: (Reason.INSTANCE_KILLED, Severity.NORMAL),
     InstanceStatus.LOST: (Reason.INSTANCE_LOST, Severity.WARNING),
+    InstanceStatus.PREEMPTED: (Reason.PREEMPTED, Severity.WARNING),
 }
 
 
@@ -46,7 +51,7 @@ def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
         task = task_store.get_task(conn, instance.task_id)
     except NotFound:
         return  # deleted with its task while it ran
-    status, reason, message = outcome(exit, task)
+    status, reason, message = outcome(exit, task, instance)
     end_instance(conn, task, instance, status, exit.exit_code, reason, message, now)
 
 

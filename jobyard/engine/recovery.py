@@ -55,7 +55,7 @@ def _account(conn: Connection, instance: Instance, recovered: Recovered, now: da
         record_exit(conn, exit, now)
     elif instance.status is InstanceStatus.RUNNING:
         exit = InstanceExit(instance.id, None, instance.stop_requested)
-        status, reason, message = outcome(exit, task)
+        status, reason, message = outcome(exit, task, instance)
         if status is InstanceStatus.LOST:
             message = "its process was gone when the server restarted"
         task_store.finish_instance(conn, instance.id, status, None, reason, message, now)

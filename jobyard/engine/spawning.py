@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from jobyard import planning
-from jobyard.domain import Instance, InstanceStatus, Reason, Severity, Task, TaskStatus
+from jobyard.domain import Instance, InstanceStatus, Reason, RunAs, Severity, Task, TaskStatus
 from jobyard.engine.clock import Clock
 from jobyard.engine.events import instance_event, task_event
 from jobyard.engine.launches import CannotLaunch, Launcher, NotReady
@@ -85,9 +85,18 @@ class Spawner:
         turn: Turn,
     ) -> None:
         instance = task_store.insert_instance(
-            conn, task.id, action.index, action.attempt, action.shards, action.not_before, now
+            conn,
+            task.id,
+            action.index,
+            action.attempt,
+            action.shards,
+            action.not_before,
+            now,
+            action.run_as,
         )
-        if action.attempt > 0:
+        if action.after_preemption:
+            _record_restart(conn, task, instance, now)
+        elif action.attempt > 0:
             delay = (action.not_before or now) - now
             text = (
                 f"instance {action.index} starts attempt {action.attempt} "
@@ -164,6 +173,22 @@ class Spawner:
                 task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
             text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
             instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
+
+
+def _record_restart(conn: Connection, task: Task, instance: Instance, now: datetime) -> None:
+    """A preempted instance comes back as a new attempt; it is not a retry."""
+    if instance.run_as is RunAs.DEFAULT:
+        reason = Reason.FELL_BACK_TO_DEFAULT
+        text = (
+            f"instance {instance.index} was preempted; attempt {instance.attempt} runs as default"
+        )
+    else:
+        reason = Reason.RETRYING
+        text = (
+            f"instance {instance.index} was preempted; attempt {instance.attempt} "
+            "waits for best-effort room (not counted as a retry)"
+        )
+    instance_event(conn, task, instance, reason, text, now)
 
 
 def record_waiting(

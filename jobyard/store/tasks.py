@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -89,6 +90,48 @@ def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
             return int(result.scalar_one())
     except IntegrityError:
         return None
+
+
+def insert_scheduled_tasks(
+    conn: Connection, news: Sequence[NewTask], now: datetime
+) -> dict[str, int]:
+    """Insert many pending tasks with a scheduled time in one statement.
+
+    A task whose (template, scheduled time) already exists is left out (``ON CONFLICT DO
+    NOTHING``: another replica recorded it). Returns the new task ids by template id, so
+    each template appears at most once in ``news``.
+    """
+    if not news:
+        return {}
+    if len({new.template_id for new in news}) != len(news):
+        raise ValueError("insert_scheduled_tasks takes at most one task per template")
+    rows = [
+        {
+            "template_id": new.template_id,
+            "template_version": new.template_version,
+            "trigger": new.trigger.value,
+            "status": TaskStatus.PENDING.value,
+            "overrides": new.overrides,
+            "instance_count": new.instance_count,
+            "scheduled_time": new.scheduled_time,
+            "event_id": new.event_id,
+            "payload": new.payload,
+            "created_at": now,
+        }
+        for new in news
+    ]
+    insert = _dialect_insert(conn)(tasks).on_conflict_do_nothing(
+        index_elements=[tasks.c.template_id, tasks.c.scheduled_time]
+    )
+    result = conn.execute(insert.returning(tasks.c.id, tasks.c.template_id), rows)
+    return {row.template_id: int(row.id) for row in result}
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    # ON CONFLICT is spelled the same on both, but lives in each dialect's own insert().
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def find_task_by_key(
@@ -265,7 +308,13 @@ def mark_instance_running(conn: Connection, instance_id: int, pid: int, now: dat
     conn.execute(
         instances.update()
         .where(instances.c.id == instance_id)
-        .values(status=InstanceStatus.RUNNING.value, pid=pid, started_at=now)
+        .values(status=InstanceStatus.RUNNING.value, pid=pid, started_at=now, waiting_reason=None)
+    )
+
+
+def set_run_as(conn: Connection, instance_id: int, run_as: RunAs) -> None:
+    conn.execute(
+        instances.update().where(instances.c.id == instance_id).values(run_as=run_as.value)
     )
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobyard import cron, planning
-from jobyard.domain import Instance, InstanceStatus, Reason, Task, TaskStatus, TriggerKind
+from jobyard.domain import Instance, InstanceStatus, Reason, RunAs, Task, TaskStatus, TriggerKind
 from jobyard.spec import parse_spec
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
@@ -66,8 +66,9 @@ def test_sharding_spreads_shards_evenly() -> None:
 
 def test_failed_instance_is_retried_after_doubling_backoff() -> None:
     spec = make_spec(retries=3, retry_backoff=10)
+    first = make_instance(0, 0, InstanceStatus.FAILED, exit_code=1)
     failed = make_instance(0, 1, InstanceStatus.FAILED, exit_code=1)
-    plan = planning.plan_task(make_task(), spec, [failed], NOW)
+    plan = planning.plan_task(make_task(), spec, [first, failed], NOW)
     (action,) = plan.actions
     assert isinstance(action, planning.CreateAttempt)
     assert action.attempt == 2
@@ -84,14 +85,64 @@ def test_backoff_is_capped() -> None:
 
 def test_exhausted_retries_fail_the_task_and_stop_the_others() -> None:
     spec = make_spec(retries=1, replicas=2)
+    first = make_instance(0, 0, InstanceStatus.FAILED, exit_code=1)
     failed = make_instance(0, 1, InstanceStatus.FAILED, exit_code=2)
     running = make_instance(1, 0, InstanceStatus.RUNNING, pid=42)
-    plan = planning.plan_task(make_task(2), spec, [failed, running], NOW)
+    plan = planning.plan_task(make_task(2), spec, [first, failed, running], NOW)
     assert kinds(plan) == ["BeginEnding", "StopInstance"]
     ending = plan.actions[0]
     assert isinstance(ending, planning.BeginEnding)
     assert ending.reason is Reason.BACKOFF_LIMIT_EXCEEDED
-    assert "exit code 2" in ending.message
+    assert ending.message == "instance 0 failed 2 times (last: exit code 2)"
+
+
+def test_preemption_makes_a_new_attempt_at_once_without_using_a_retry() -> None:
+    spec = make_spec(retries=0, retry_backoff=10, instance_type="best-effort")
+    preempted = make_instance(0, 0, InstanceStatus.PREEMPTED, run_as=RunAs.BEST_EFFORT)
+    plan = planning.plan_task(make_task(), spec, [preempted], NOW)
+    (action,) = plan.actions
+    assert action == planning.CreateAttempt(
+        0, 1, [], None, RunAs.BEST_EFFORT, after_preemption=True
+    )
+    # Its failure afterwards is the first failure: with retries=0 the task ends.
+    failed = make_instance(0, 1, InstanceStatus.FAILED, exit_code=1, run_as=RunAs.BEST_EFFORT)
+    plan = planning.plan_task(make_task(), spec, [preempted, failed], NOW)
+    assert kinds(plan) == ["BeginEnding", "FinishTask"]
+
+
+def test_preempted_best_effort_first_falls_back_to_default() -> None:
+    spec = make_spec(instance_type="best-effort-first")
+    assert planning.first_run_as(spec) is RunAs.BEST_EFFORT
+    preempted = make_instance(0, 0, InstanceStatus.PREEMPTED, run_as=RunAs.BEST_EFFORT)
+    (action,) = planning.plan_task(make_task(), spec, [preempted], NOW).actions
+    assert isinstance(action, planning.CreateAttempt)
+    assert action.run_as is RunAs.DEFAULT and action.after_preemption
+
+
+def test_retries_after_a_preemption_count_only_failures() -> None:
+    spec = make_spec(retries=1, retry_backoff=10)
+    history = [
+        make_instance(0, 0, InstanceStatus.PREEMPTED),
+        make_instance(0, 1, InstanceStatus.FAILED, exit_code=1),
+    ]
+    (action,) = planning.plan_task(make_task(), spec, history, NOW).actions
+    assert isinstance(action, planning.CreateAttempt)
+    assert action.attempt == 2
+    assert action.not_before == history[1].finished_at + timedelta(seconds=10)
+
+
+def test_a_missing_runtime_fails_the_task_without_retries() -> None:
+    spec = make_spec(retries=3)
+    missing = make_instance(
+        0, 0, InstanceStatus.FAILED, reason=Reason.RUNTIME_MISSING, message="java is missing"
+    )
+    plan = planning.plan_task(make_task(), spec, [missing], NOW)
+    ending = plan.actions[0]
+    assert isinstance(ending, planning.BeginEnding)
+    assert ending.reason is Reason.RUNTIME_MISSING
+    assert kinds(plan) == ["BeginEnding", "FinishTask"]
+    finish = plan.actions[1]
+    assert isinstance(finish, planning.FinishTask) and finish.status is TaskStatus.FAILED
 
 
 def test_ended_task_finishes_with_the_reasons_status() -> None:
