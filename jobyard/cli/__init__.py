@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from jobyard.cli import apply, logs, tasks, templates, tokens
+from jobyard.cli import apply, instances, logs, tasks, templates, tokens
 from jobyard.cli.errors import EXIT_FAILURE
 from jobyard.cli.server import server
 from jobyard.cli.session import client_command, is_usage_error
@@ -45,6 +45,7 @@ TEMPLATE_COMMANDS: list[Callable[..., None]] = [
 TASK_COMMANDS: list[Callable[..., None]] = [
     tasks.run,
     tasks.tasks,
+    instances.instances,
     logs.logs,
     tasks.stop,
     tasks.events,

@@ -241,6 +241,17 @@ def test_logs_tasks_and_events(cli: Cli, server: JobyardServer, tmp_path: Path) 
         (task_id, "succeeded", "manual", "Completed"),
     ]
     assert [t["id"] for t in cli.json("tasks", "flaky", "--status", "failed")] == [int(failed_id)]
+
+    attempts = rows(cli.ok("instances", task_id))
+    assert attempts[0] == [
+        "ID", "INDEX", "ATTEMPT", "STATUS", "RUN AS", "EXIT", "PEAK MEM", "CPU", "REASON"
+    ]  # fmt: skip
+    assert [(a[1], a[2], a[3], a[4], a[5]) for a in attempts[1:]] == [
+        ("0", "0", "failed", "default", "1"),
+        ("0", "1", "succeeded", "default", "0"),
+    ]
+    assert [a["status"] for a in cli.json("instances", task_id)] == ["failed", "succeeded"]
+    assert "task 999999 does not exist" in cli.fails("instances", "999999", code=1)
     assert len(cli.json("tasks", "flaky", "--limit", "1")) == 1
 
     events = rows(cli.ok("events", "--template", "flaky", "--reason", "TaskFailed"))
