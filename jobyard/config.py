@@ -29,6 +29,18 @@ class Settings:
     tls_key: Path | None = None
     # A bootstrap admin token accepted besides the stored ones (JOBYARD_ADMIN_TOKEN).
     admin_token: str | None = None
+    # What runs image templates: auto (podman, then docker), podman, docker or none.
+    container_engine: str = "auto"
+    # How instances' CPU and memory are enforced: auto (cgroups where the host
+    # allows, else a psutil watch), cgroup, psutil or off.
+    resource_limits: str = "auto"
+    # Code packages: the largest upload, the most an archive may unpack to, where
+    # runtimes (python3, java, node, npm) are found (None: the server's PATH less
+    # its own virtual environment), and how long one preparation step may take.
+    max_package_bytes: int = 512 * 1024 * 1024
+    max_unpacked_bytes: int = 4096 * 1024 * 1024
+    runtime_path: str | None = None
+    prepare_timeout_seconds: float = 1800.0
 
     @property
     def scheme(self) -> str:

@@ -52,6 +52,7 @@ class SourceType(StrEnum):
     INSTANCE = "instance"
     TRIGGER = "trigger"
     SCHEDULER = "scheduler"
+    PACKAGE = "package"
 
 
 class Reason(StrEnum):

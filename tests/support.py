@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from jobyard.runners._cgroups import CgroupSet
 
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "stopped"}
@@ -114,6 +117,8 @@ class JobyardServer:
         for pid_file in self.data_dir.glob("tasks/*/*/pid"):
             with contextlib.suppress(ValueError, ProcessLookupError, PermissionError, OSError):
                 os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+        for record in self.data_dir.glob("tasks/*/*/resources.json"):
+            remove_cgroups(record)
 
     # -- API helpers ------------------------------------------------------------
 
@@ -209,3 +214,16 @@ def stop_server(jobyard: JobyardServer) -> None:
     with contextlib.suppress(ProcessLookupError):
         jobyard.terminate()
     jobyard.kill_instances()
+
+
+def remove_cgroups(record: Path) -> None:
+    """Remove an instance's cgroups (and its server's parent, once empty): a
+    killed server leaves them, and they would outlive the test run."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        cgroups = json.loads(record.read_text()).get("cgroups")
+        if cgroups:
+            group = CgroupSet.from_json(cgroups)
+            group.remove_all()
+            for path in group.unique_dirs:
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()

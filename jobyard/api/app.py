@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 import jobyard
 from jobyard import web
-from jobyard.api import errors, hooks, sae, tasks, templates, tokens
+from jobyard.api import errors, hooks, packages, sae, tasks, templates, tokens
 from jobyard.api.auth import authorize
 from jobyard.api.deps import EngineDep
 from jobyard.config import Settings
@@ -49,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     for router in (templates.router, tasks.router, tokens.router, sae.router):
         app.include_router(router, dependencies=GUARDED)
+    # Packages decide roles themselves: operators upload and delete (see api/packages.py).
+    app.include_router(packages.router, dependencies=[Depends(packages.authorize_packages)])
     app.include_router(hooks.router)
     app.add_api_route("/api/v1/info", info, methods=["GET"], tags=["server"], dependencies=GUARDED)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["server"])
@@ -81,7 +83,7 @@ def _add_docs(app: FastAPI) -> None:
 
 
 def info(engine: EngineDep) -> dict[str, Any]:
-    """What this server is: version, database kind, runner, data directory."""
+    """What this server is: version, database kind, runner, data directory, container engine."""
     return {
         "version": jobyard.__version__,
         "database": engine.store.dialect,
@@ -92,6 +94,8 @@ def info(engine: EngineDep) -> dict[str, Any]:
         if engine.tokens.any_tokens() or not engine.settings.on_loopback
         else "open (loopback, no tokens)",
         "instances": engine.admitter.report(engine.store, engine.specs),
+        "containers": engine.containers.report(),
+        "resource_limits": {"mode": engine.runner.limits_mode},
     }
 
 

@@ -39,9 +39,20 @@ class TemplateOut(BaseModel):
     trigger: HttpTriggerOut | None = Field(
         default=None, description="for HTTP-triggered templates: the URL that starts a task"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what keeps the template from running on this server (it is stored anyway), "
+        "such as an image template without a container engine",
+    )
 
     @classmethod
-    def of(cls, template: Template, upcoming: list[datetime], base_url: str) -> TemplateOut:
+    def of(
+        cls,
+        template: Template,
+        upcoming: list[datetime],
+        base_url: str,
+        warnings: list[str] | None = None,
+    ) -> TemplateOut:
         schedule = None
         trigger = template.spec.trigger
         if isinstance(trigger, CronTrigger):
@@ -61,6 +72,7 @@ class TemplateOut(BaseModel):
             spec=template.spec,
             schedule=schedule,
             trigger=_http_trigger(template, base_url),
+            warnings=warnings or [],
         )
 
 

@@ -30,7 +30,8 @@ TEMPLATE = "/namespaces/{namespace}/templates/{name}"
 
 def _out(engine: Engine, template: Template) -> TemplateOut:
     upcoming = upcoming_fires(template, engine.clock.now())
-    return TemplateOut.of(template, upcoming, engine.settings.base_url)
+    warnings = engine.templates.deployment_warnings(template.spec)
+    return TemplateOut.of(template, upcoming, engine.settings.base_url, warnings)
 
 
 @router.get("/namespaces", response_model=list[NamespaceOut])

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from jobyard.cli import apply, instances, logs, tasks, templates, tokens
+from jobyard.cli import apply, instances, logs, packages, tasks, templates, tokens
 from jobyard.cli.errors import EXIT_FAILURE
 from jobyard.cli.server import server
 from jobyard.cli.session import client_command, is_usage_error
@@ -62,6 +62,14 @@ token_app.command("create")(client_command(tokens.create))
 token_app.command("list")(client_command(tokens.list_tokens))
 token_app.command("revoke")(client_command(tokens.revoke))
 app.add_typer(token_app, rich_help_panel=SERVER)
+
+package_app = typer.Typer(
+    name="package", help="Upload, list and delete code packages.", no_args_is_help=True
+)
+package_app.command("push")(client_command(packages.push))
+package_app.command("list")(client_command(packages.list_packages))
+package_app.command("delete")(client_command(packages.delete))
+app.add_typer(package_app, rich_help_panel=TEMPLATES)
 
 
 @app.callback()

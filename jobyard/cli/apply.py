@@ -28,6 +28,8 @@ class Document:
     label: str
     namespace: str
     spec: TemplateSpec
+    # deployment.package named a local file: uploaded first, its digest put in the spec.
+    package_file: Path | None = None
 
 
 def apply(
@@ -46,11 +48,14 @@ def apply(
 
     The file is the JSON of POST /api/v1/namespaces/NS/templates (YAML works too; several
     YAML documents apply one after another). An optional top-level `namespace:` key says
-    where the template goes.
+    where the template goes. A package deployment may name a local file as its
+    `package:` (relative to FILE): it is uploaded first and its digest used.
     """
-    documents = [_validate(session, label, data) for label, data in _read(filename)]
+    base = Path.cwd() if filename == "-" else Path(filename).parent
+    documents = [_validate(session, label, data, base) for label, data in _read(filename)]
     results = []
     for document in documents:
+        document = _with_uploaded_package(session, document)
         result = _apply_one(session.api, document)
         results.append(result)
         if session.output == Output.TABLE:  # as it goes: a later failure keeps these lines
@@ -60,6 +65,20 @@ def apply(
             )
     if session.output != Output.TABLE:
         show(session, results[0] if len(results) == 1 else results, str)
+
+
+def _with_uploaded_package(session: Session, document: Document) -> Document:
+    """Upload the local package file the document names, and use its digest."""
+    if document.package_file is None:
+        return document
+    from jobyard.cli.packages import upload_package
+
+    uploaded = upload_package(session.api, document.namespace, document.package_file)
+    if session.output == Output.TABLE:
+        typer.echo(f"package {document.package_file} uploaded as {uploaded['digest']}")
+    deployment = document.spec.deployment.model_copy(update={"package": uploaded["digest"]})
+    spec = document.spec.model_copy(update={"deployment": deployment})
+    return Document(document.label, document.namespace, spec)
 
 
 def _apply_one(api: Api, document: Document) -> dict[str, Any]:
@@ -117,14 +136,39 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(str(err).split())
 
 
-def _validate(session: Session, label: str, data: Any) -> Document:
+def _validate(session: Session, label: str, data: Any, base: Path) -> Document:
     if not isinstance(data, dict):
         raise UsageProblem(f"{label} must be a mapping (a template spec), not {_kind(data)}")
     data = dict(data)
     namespace = _namespace(session, label, data.pop("namespace", None))
+    data, package_file = _local_package(label, data, base)
     from jobyard.cli.validation import template_spec
 
-    return Document(label=label, namespace=namespace, spec=template_spec(label, data))
+    spec = template_spec(label, data)
+    return Document(label=label, namespace=namespace, spec=spec, package_file=package_file)
+
+
+# Stands in for a local file's digest while the spec is checked, before the upload.
+_PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+def _local_package(
+    label: str, data: dict[str, Any], base: Path
+) -> tuple[dict[str, Any], Path | None]:
+    """A package deployment whose ``package`` is a path, not a digest: the file it names."""
+    deployment = data.get("deployment")
+    if not isinstance(deployment, dict) or deployment.get("type") != "package":
+        return data, None
+    value = deployment.get("package")
+    if not isinstance(value, str) or not value or value.startswith("sha256:"):
+        return data, None
+    path = base / Path(value).expanduser()
+    if not path.is_file():
+        raise UsageProblem(
+            f"{label}: deployment.package {value!r} is neither a digest (sha256:...) "
+            f"nor a file ({path} {'is not a file' if path.exists() else 'does not exist'})"
+        )
+    return {**data, "deployment": {**deployment, "package": _PLACEHOLDER_DIGEST}}, path
 
 
 def _namespace(session: Session, label: str, in_file: Any) -> str:

@@ -6,7 +6,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -18,6 +18,8 @@ API_PREFIX = "/api/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # A followed log may stay silent for as long as the instance prints nothing.
 STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=None)
+# The server checks an uploaded archive before it answers.
+UPLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=600.0)
 
 
 def segment(value: str | int) -> str:
@@ -68,6 +70,20 @@ class Api:
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
+
+    def upload(self, path: str, field: str, filename: str, file: BinaryIO) -> Any:
+        """POST ``file`` as multipart/form-data, streamed from disk (never read whole)."""
+        files = {field: (filename, file, "application/octet-stream")}
+        with self._transport():
+            try:
+                response = self._http.post(path, files=files, timeout=UPLOAD_TIMEOUT)
+            except (httpx.WriteError, httpx.RemoteProtocolError):
+                raise CliError(
+                    f"the server closed the connection while {filename} was being uploaded "
+                    "(is it larger than the server's package size limit?)"
+                ) from None
+        self._check(response)
+        return response.json()
 
     def text(self, path: str) -> str:
         result = self.request("GET", path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import typer
 import uvicorn
 
 from jobyard.config import Settings
+from jobyard.runners.containers import ENGINE_CHOICES
+from jobyard.runners.local import RESOURCE_LIMITS
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -77,6 +80,43 @@ def server(
     tls_key: Annotated[
         Path | None, typer.Option(envvar="JOBYARD_TLS_KEY", help="PEM private key of --tls-cert")
     ] = None,
+    container_engine: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBYARD_CONTAINER_ENGINE",
+            help="what runs image templates: auto (podman, then docker), podman, docker, none",
+        ),
+    ] = "auto",
+    resource_limits: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBYARD_RESOURCE_LIMITS",
+            help="how instance CPU and memory are enforced: auto (cgroups where the host "
+            "allows, else psutil), cgroup, psutil (memory only), off",
+        ),
+    ] = "auto",
+    max_package_size: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBYARD_MAX_PACKAGE_SIZE",
+            help="largest code package upload, e.g. 512MiB, 2GiB or a number of bytes",
+        ),
+    ] = "512MiB",
+    max_unpacked_size: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBYARD_MAX_UNPACKED_SIZE",
+            help="the most a package archive may unpack to, e.g. 4GiB",
+        ),
+    ] = "4GiB",
+    runtime_path: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBYARD_RUNTIME_PATH",
+            help="where package runtimes (python3, java, node, npm) are looked up, like PATH; "
+            "default: the server's PATH",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(envvar="JOBYARD_LOG_LEVEL", help="debug, info, warning, error")
     ] = "info",
@@ -92,6 +132,16 @@ def server(
     if level not in LEVELS:
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     _check_tls(tls_cert, tls_key)
+    if container_engine not in ENGINE_CHOICES:
+        raise typer.BadParameter(
+            f"unknown container engine {container_engine!r}; one of {', '.join(ENGINE_CHOICES)}",
+            param_hint="--container-engine",
+        )
+    if resource_limits not in RESOURCE_LIMITS:
+        raise typer.BadParameter(
+            f"unknown mode {resource_limits!r}; one of {', '.join(RESOURCE_LIMITS)}",
+            param_hint="--resource-limits",
+        )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(
         data_dir=data_dir,
@@ -106,6 +156,11 @@ def server(
         tls_cert=tls_cert,
         tls_key=tls_key,
         admin_token=os.environ.get("JOBYARD_ADMIN_TOKEN") or None,
+        container_engine=container_engine,
+        resource_limits=resource_limits,
+        max_package_bytes=parse_size(max_package_size, "--max-package-size"),
+        max_unpacked_bytes=parse_size(max_unpacked_size, "--max-unpacked-size"),
+        runtime_path=runtime_path,
     )
     _exit_quietly_on_signals()
     uvicorn.run(
@@ -138,6 +193,21 @@ def _check_tls(cert: Path | None, key: Path | None) -> None:
     for path in (cert, key):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{path} is not a readable file", param_hint="--tls-cert")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, option: str) -> int:
+    """Bytes from '512MiB', '1.5G', '200k' or a plain number (binary units throughout)."""
+    match = _SIZE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise typer.BadParameter(
+            f"{text!r} is not a size; write e.g. 512MiB, 2GiB or a number of bytes",
+            param_hint=option,
+        )
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
 
 
 def _networks(text: str) -> tuple[str, ...]:

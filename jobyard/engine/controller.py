@@ -179,8 +179,8 @@ class Controller:
     def _act(self, turn: Turn) -> None:
         for instance_id, grace in turn.to_stop:
             self._runner.stop(instance_id, grace)
-        if turn.to_spawn:
-            self._spawner.spawn_all(turn.to_spawn)
+        if turn.to_spawn and self._spawner.spawn_all(turn.to_spawn):
+            turn.changed = True
 
     # -- deleted tasks --------------------------------------------------------
 

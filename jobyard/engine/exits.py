@@ -13,6 +13,8 @@ from jobyard.runners.base import InstanceExit
 from jobyard.store import Store
 from jobyard.store import tasks as task_store
 
+MIB = 1024 * 1024
+
 
 def outcome(
     exit: InstanceExit, task: Task, instance: Instance
@@ -23,11 +25,20 @@ def outcome(
     if exit.stopped:
         reason = task.ending_reason or Reason.STOPPED
         return InstanceStatus.KILLED, reason, f"stopped ({reason})"
+    if exit.oom_killed:
+        return InstanceStatus.FAILED, Reason.OOM_KILLED, _oom_message(exit)
     if exit.exit_code is None:
         return InstanceStatus.LOST, Reason.LOST, "the process ended without an exit code"
     if exit.exit_code == 0:
         return InstanceStatus.SUCCEEDED, None, "exited with code 0"
     return InstanceStatus.FAILED, None, f"exited with code {exit.exit_code}"
+
+
+def _oom_message(exit: InstanceExit) -> str:
+    limit = exit.memory_limit_bytes
+    what = "its memory limit" if limit is None else f"its memory limit of {limit / MIB:g} MiB"
+    code = "" if exit.exit_code is None else f" (exit code {exit.exit_code})"
+    return f"passed {what} and was killed{code}"
 
 
 _EVENT_OF = {
@@ -53,6 +64,8 @@ def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
         return  # deleted with its task while it ran
     status, reason, message = outcome(exit, task, instance)
     end_instance(conn, task, instance, status, exit.exit_code, reason, message, now)
+    if exit.peak_memory_bytes is not None or exit.cpu_seconds is not None:
+        task_store.record_usage(conn, instance.id, exit.peak_memory_bytes, exit.cpu_seconds)
 
 
 def end_instance(
@@ -68,5 +81,7 @@ def end_instance(
     if not task_store.finish_instance(conn, instance.id, status, exit_code, reason, message, now):
         return  # already recorded
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
+    if reason == Reason.OOM_KILLED:
+        event_reason = Reason.OOM_KILLED
     text = f"instance {instance.index} attempt {instance.attempt} {message}"
     instance_event(conn, task, instance, event_reason, text, now, severity)

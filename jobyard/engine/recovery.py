@@ -3,6 +3,7 @@ says is live, before the controller makes any new decision."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from datetime import datetime
@@ -52,6 +53,8 @@ def _account(conn: Connection, instance: Instance, recovered: Recovered, now: da
         instance_event(conn, task, instance, Reason.INSTANCE_ADOPTED, text, now)
     elif recovered.state == "exited":
         exit = InstanceExit(instance.id, recovered.exit_code, instance.stop_requested)
+        if recovered.exit is not None:  # with its OOM kill and usage
+            exit = dataclasses.replace(recovered.exit, stopped=instance.stop_requested)
         record_exit(conn, exit, now)
     elif instance.status is InstanceStatus.RUNNING:
         exit = InstanceExit(instance.id, None, instance.stop_requested)

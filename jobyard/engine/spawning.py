@@ -116,7 +116,9 @@ class Spawner:
 
     # -- acting ---------------------------------------------------------------
 
-    def spawn_all(self, to_spawn: list[tuple[Task, Instance]]) -> None:
+    def spawn_all(self, to_spawn: list[tuple[Task, Instance]]) -> bool:
+        """Start what can start; True when some instance failed without starting
+        (its task has a decision to make at once: retry or end)."""
         outcome = Spawned()
         for task, instance in to_spawn:
             try:
@@ -130,6 +132,7 @@ class Spawner:
             else:
                 self._start(task, instance, launch, outcome)
         self._record_starts(outcome)
+        return bool(outcome.failed)
 
     def _start(self, task: Task, instance: Instance, launch: InstanceLaunch, out: Spawned) -> None:
         try:

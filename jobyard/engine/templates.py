@@ -6,14 +6,18 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.engine import Connection
+
 from jobyard import cron
 from jobyard.domain import Reason, Severity, SourceType, Template, TemplateVersion
 from jobyard.engine.clock import Clock
 from jobyard.engine.controller import Controller, Orphans
 from jobyard.engine.events import template_event
+from jobyard.engine.packages import check_package_reference, refuse_if_packages_left
 from jobyard.engine.scheduler import Scheduler
 from jobyard.errors import Conflict, InvalidSpec
-from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
+from jobyard.runners.containers import ContainerEngine
+from jobyard.spec import CronTrigger, HttpTrigger, ImageDeployment, TemplateSpec
 from jobyard.store import Store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
@@ -48,12 +52,18 @@ class NamespaceInfo:
 
 class TemplateService:
     def __init__(
-        self, store: Store, clock: Clock, scheduler: Scheduler, controller: Controller
+        self,
+        store: Store,
+        clock: Clock,
+        scheduler: Scheduler,
+        controller: Controller,
+        containers: ContainerEngine,
     ) -> None:
         self._store = store
         self._clock = clock
         self._scheduler = scheduler
         self._controller = controller
+        self._containers = containers
 
     # -- namespaces -----------------------------------------------------------
 
@@ -67,6 +77,7 @@ class TemplateService:
 
     def delete_namespace(self, name: str) -> None:
         with self._store.write() as conn:
+            refuse_if_packages_left(conn, name)
             template_store.delete_namespace(conn, name)
 
     # -- reading --------------------------------------------------------------
@@ -103,6 +114,16 @@ class TemplateService:
                 conn, template, reason, text, self._clock.now(), severity, SourceType.TRIGGER
             )
 
+    def deployment_warnings(self, spec: TemplateSpec) -> list[str]:
+        """What keeps ``spec`` from running on this server (it is stored anyway)."""
+        deployment = spec.deployment
+        if isinstance(deployment, ImageDeployment) and not self._containers.works:
+            return [
+                f"image {deployment.image} cannot run here, each run will fail "
+                f"({Reason.NO_CONTAINER_RUNTIME}): no container engine: {self._containers.detail}"
+            ]
+        return []
+
     def versions(self, namespace: str, name: str) -> list[TemplateVersion]:
         with self._store.read() as conn:
             template = template_store.get_template(conn, namespace, name)
@@ -115,10 +136,12 @@ class TemplateService:
         next_fire_at = next_fire_after(spec, now)
         with self._store.write() as conn:
             template_id = template_store.insert_template(conn, namespace, spec, now, next_fire_at)
+            check_package_reference(conn, namespace, spec)
             if isinstance(spec.trigger, HttpTrigger):
                 template_store.set_hook_token(conn, template_id, new_hook_token())
             template = template_store.get_template_by_id(conn, template_id)
             template_event(conn, template, Reason.CREATED, "created version 1", now)
+            self._warn(conn, template, spec, now)
         self._scheduler.update(template.id, next_fire_at)
         return template
 
@@ -145,13 +168,22 @@ class TemplateService:
         with self._store.write() as conn:
             template = template_store.get_template(conn, namespace, name)
             next_fire_at = _keep_or_recompute(template, spec, now)
+            check_package_reference(conn, namespace, spec)
             version = template_store.add_version(conn, template, spec, now, next_fire_at)
             if isinstance(spec.trigger, HttpTrigger) and template.hook_token is None:
                 template_store.set_hook_token(conn, template.id, new_hook_token())
             template_event(conn, template, reason, f"created version {version}{note}", now)
+            self._warn(conn, template, spec, now)
             template = template_store.get_template_by_id(conn, template.id)
         self._scheduler.update(template.id, None if template.suspended else next_fire_at)
         return template
+
+    def _warn(
+        self, conn: Connection, template: Template, spec: TemplateSpec, now: datetime
+    ) -> None:
+        for text in self.deployment_warnings(spec):
+            reason = Reason.NO_CONTAINER_RUNTIME
+            template_event(conn, template, reason, text, now, Severity.WARNING)
 
     def set_suspended(self, namespace: str, name: str, suspended: bool) -> Template:
         now = self._clock.now()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psutil
 
@@ -25,8 +27,12 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRAPPER_NAME = "jobyard-instance"
 STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
 
-# $1 = run dir, then the instance's argv. Paths travel as arguments, never in
-# the environment, so the instance's environment is exactly what it was given.
+# $1 = run dir, $2 = how many cgroup.procs files follow, those files, then the
+# instance's argv. Paths travel as arguments, never in the environment, so the
+# instance's environment is exactly what it was given.
+# - The wrapper joins the instance's cgroups before anything else runs, so
+#   every process of the instance is inside; if it cannot, the command never
+#   runs (exit 125).
 # - The trap runs a command (it does not ignore the signal) so the command
 #   starts with default dispositions, and the wrapper outlives a group-wide
 #   SIGTERM to wait for the command and record its code.
@@ -39,12 +45,24 @@ STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
 _WRAPPER_SCRIPT = f"""\
 trap : TERM INT
 dir=$1
-shift
+n=$2
+shift 2
+unjoined=
+while [ "$n" -gt 0 ]; do
+  {{ echo $$ > "$1"; }} 2>/dev/null || unjoined=$1
+  shift
+  n=$((n - 1))
+done
 echo $$ > "$dir/pid"
 cd "$dir/work" || exit 126
 unset OLDPWD
-/bin/sh -c '[ -e "$0/{STOP_MARKER}" ] && exit 143; exec "$@"' "$dir" "$@"
-code=$?
+if [ -n "$unjoined" ]; then
+  echo "jobyard: cannot join the instance's cgroup ($unjoined)" >&2
+  code=125
+else
+  /bin/sh -c '[ -e "$0/{STOP_MARKER}" ] && exit 143; exec "$@"' "$dir" "$@"
+  code=$?
+fi
 echo "$code" > "$dir/exit.tmp" && /bin/mv -f "$dir/exit.tmp" "$dir/exit"
 exit "$code"
 """
@@ -67,14 +85,20 @@ def instance_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
     return {"PATH": DEFAULT_PATH, "HOME": str(home), "LANG": "C.UTF-8", **env}
 
 
-def spawn_wrapper(run_dir: Path, argv: Sequence[str], env: Mapping[str, str]) -> int:
+def spawn_wrapper(
+    run_dir: Path, argv: Sequence[str], env: Mapping[str, str], join: Sequence[str] = ()
+) -> int:
     """Start the wrapper in a new session with output.log as stdout and stderr.
+
+    ``join`` lists the cgroup.procs files the wrapper enters before the command.
 
     os.posix_spawn rather than subprocess.Popen: it hands back a bare pid that
     nobody else owns, so the watcher reaps it through a pidfd and ``close`` can
     walk away from a running instance without a Popen object to warn about it.
     """
-    wrapper = ["/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), *argv]
+    wrapper = [
+        "/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), str(len(join)), *join, *argv
+    ]  # fmt: skip
     log_fd = os.open(run_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         actions: list[tuple[Any, ...]] = [
@@ -156,6 +180,14 @@ def signal_tree(pidfd: int, pgid: int, sig: int) -> list[psutil.Process]:
     return escaped
 
 
+def in_group(pid: int, pgid: int) -> bool:
+    """True when ``pid`` is in process group ``pgid``, or gone (nothing to reach)."""
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return True
+
+
 def _escaped_descendants(pgid: int) -> list[psutil.Process]:
     """Descendants of the wrapper that moved to another process group (setsid)."""
     try:
@@ -203,6 +235,53 @@ def reap(pidfd: int) -> int | None:
     if result.si_code == os.CLD_EXITED:
         return result.si_status
     return 128 + result.si_status
+
+
+def reap_child(pid: int) -> tuple[int | None, resource.struct_rusage | None]:
+    """Reap our own exited wrapper: its exit code and what it and its waited-for
+    descendants used. Only for a child we spawned and nobody else reaps: its
+    unreaped zombie keeps the pid from being reused."""
+    try:
+        reaped, status, rusage = os.wait4(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None, None
+    if reaped == 0:
+        return None, None  # not exited after all
+    code = os.waitstatus_to_exitcode(status)
+    return (code if code >= 0 else 128 - code), rusage
+
+
+def run_cleanup(argv: Sequence[str], log_path: Path | None, timeout: float) -> None:
+    """Run an instance's cleanup command to its end (SIGKILL after ``timeout``),
+    its output appended to the instance's log (discarded without one)."""
+    log: BinaryIO | None = None
+    with contextlib.suppress(OSError):
+        log = log_path.open("ab") if log_path else None
+    with log or contextlib.nullcontext():
+        problem = _run_to_end(argv, log, timeout)
+        if problem:
+            logger.warning("cleanup %s %s", argv[0], problem)
+            if log is not None:
+                log.write(f"jobyard: cleanup {argv[0]} {problem}\n".encode())
+
+
+def _run_to_end(argv: Sequence[str], log: BinaryIO | None, timeout: float) -> str:
+    """What went wrong running ``argv``; empty when it exited 0."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            start_new_session=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"was killed after {timeout:.0f} s"
+    except OSError as err:
+        return f"could not run: {err}"
+    return f"exited with code {done.returncode}" if done.returncode else ""
 
 
 def remove_tree(path: Path) -> None:

@@ -12,6 +12,7 @@ import heapq
 import logging
 import os
 import queue
+import resource
 import selectors
 import signal
 import threading
@@ -23,10 +24,12 @@ from pathlib import Path
 import psutil
 
 from jobyard.runners._process import (
+    in_group,
     kill_all,
     kill_leftover_group,
     killpg,
     reap,
+    reap_child,
     signal_tree,
     terminate_tree,
 )
@@ -49,15 +52,19 @@ class WatchedInstance:
     escaped: list[psutil.Process] = field(default_factory=list)
 
 
-EndedCallback = Callable[[WatchedInstance, int | None], None]
+EndedCallback = Callable[[WatchedInstance, int | None, resource.struct_rusage | None], None]
+# Signals the processes of an instance the runner knows of (its cgroup) but for
+# those the predicate says were already reached: (instance id, signal, reached).
+SignalMembers = Callable[[int, int, Callable[[int], bool]], None]
 _Command = Callable[[], None]
 
 
 class ExitWatcher:
-    """Reports each watched wrapper's end once, with its wait status (if ours)."""
+    """Reports each watched wrapper's end once, with its exit code and usage (if ours)."""
 
-    def __init__(self, on_ended: EndedCallback) -> None:
+    def __init__(self, on_ended: EndedCallback, signal_members: SignalMembers) -> None:
         self._on_ended = on_ended
+        self._signal_members = signal_members
         self._lock = threading.Lock()
         self._closed = False
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
@@ -140,6 +147,7 @@ class ExitWatcher:
         if not instance.stop_requested:
             instance.stop_requested = True
             instance.escaped = terminate_tree(instance.pidfd, instance.pid, instance.run_dir)
+            self._signal_rest(instance, signal.SIGTERM)
         kill_at = time.monotonic() + grace_seconds
         if instance.kill_at is None or kill_at < instance.kill_at:
             instance.kill_at = kill_at
@@ -154,16 +162,31 @@ class ExitWatcher:
                 logger.info("instance %s outlived its stop grace; killing it", instance_id)
                 kill_all(instance.escaped)
                 self._guarded(signal_tree, instance.pidfd, instance.pid, signal.SIGKILL)
+                self._signal_rest(instance, signal.SIGKILL)
+
+    def _signal_rest(self, instance: WatchedInstance, sig: int) -> None:
+        """Reach the instance's processes that neither its group nor its known
+        escapees hold: a SIGTERM must arrive once, not twice."""
+        escaped = {proc.pid for proc in instance.escaped}
+
+        def reached(pid: int) -> bool:
+            return pid in escaped or in_group(pid, instance.pid)
+
+        self._guarded(self._signal_members, instance.instance_id, sig, reached)
 
     def _ended(self, instance: WatchedInstance) -> None:
         self._selector.unregister(instance.pidfd)
         del self._instances[instance.instance_id]
+        rusage = None
         try:
             self._kill_leftovers(instance)
-            status = reap(instance.pidfd)
+            if instance.adopted:
+                status = reap(instance.pidfd)  # reaps only if it is our child after all
+            else:
+                status, rusage = reap_child(instance.pid)
         finally:
             os.close(instance.pidfd)
-        self._on_ended(instance, status)
+        self._on_ended(instance, status, rusage)
 
     def _kill_leftovers(self, instance: WatchedInstance) -> None:
         # Our own wrapper is an unreaped zombie here, which keeps its pid (the

@@ -60,6 +60,8 @@ class InstanceExit:
     oom_killed: bool = False
     peak_memory_bytes: int | None = None
     cpu_seconds: float | None = None
+    # The limit it was given (for the message of an OOM kill).
+    memory_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,13 @@ class Recovered:
     state: "running" (still alive, now watched; its exit will be reported
     through on_exit), "exited" (ended while no server watched; exit_code is
     its code) or "gone" (no trace of a process: never started or vanished).
+    For "exited", ``exit`` is the full report (OOM kill and usage included).
     """
 
     state: str
     pid: int | None = None
     exit_code: int | None = None
+    exit: InstanceExit | None = None
 
 
 ExitCallback = Callable[[InstanceExit], None]
@@ -81,6 +85,11 @@ ExitCallback = Callable[[InstanceExit], None]
 
 class Runner(Protocol):
     """Starts, watches and stops instances. Thread-safe."""
+
+    @property
+    def limits_mode(self) -> str:
+        """How CPU and memory are enforced: "cgroup-v2", "cgroup-v1", "psutil" or "off"."""
+        ...
 
     def start(self, launch: InstanceLaunch) -> int:
         """Start the instance; return its pid. Its exit is reported via on_exit."""

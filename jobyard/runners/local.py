@@ -4,30 +4,41 @@ Layout: ``data_dir/tasks/<task_id>/<instance_id>/`` holds ``script``,
 ``output.log`` (the process's own stdout and stderr, so logs survive a server
 crash), ``pid`` and ``exit`` (written by the instance's wrapper, so a new
 server can account for it), ``stopping`` (left by ``stop`` just before its
-SIGTERM) and ``work/`` (cwd and $HOME; removed when the instance ends).
-Everything else stays until ``remove_task_files``.
+SIGTERM), ``resources.json`` (its limits and cgroups), ``cleanup.json`` (a
+command to run once it has ended; renamed ``cleanup.ran`` when claimed) and
+``work/`` (cwd and $HOME, holding links to the entries of a shared directory;
+removed when the instance ends). Everything else stays until
+``remove_task_files``.
 
 Each instance is its own session and process group led by a /bin/sh wrapper
-(see ``_process``); one watcher thread reports exits and escalates stops
-(see ``_watcher``). ``close`` leaves instances running for the next server
-to adopt through ``recover``.
+(see ``_process``), inside its own cgroups where the host allows (see
+``_limits``); one watcher thread reports exits and escalates stops (see
+``_watcher``). ``close`` leaves instances running for the next server to
+adopt through ``recover``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import resource
 import signal
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jobyard.errors import Conflict
+from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits, Usage
 from jobyard.runners._process import (
+    STOP_MARKER,
     instance_env,
     is_wrapper_of,
     kill_leftover_group,
     remove_tree,
+    run_cleanup,
     spawn_wrapper,
 )
 from jobyard.runners._watcher import ExitWatcher, WatchedInstance
@@ -41,6 +52,12 @@ from jobyard.runners.base import (
 
 logger = logging.getLogger(__name__)
 
+# What ``resource_limits`` may say: auto (cgroups where possible, else psutil),
+# cgroup (cgroups or refuse to start), psutil, off.
+RESOURCE_LIMITS = SETTINGS
+CLEANUP_FILE = "cleanup.json"
+CLEANUP_TIMEOUT_SECONDS = 30.0
+
 
 class LocalRunner:
     """Starts, watches and stops instances as local process trees. Thread-safe.
@@ -49,14 +66,24 @@ class LocalRunner:
     instance's whole process group is gone; it should return quickly.
     """
 
-    def __init__(self, data_dir: Path, on_exit: ExitCallback) -> None:
+    def __init__(
+        self, data_dir: Path, on_exit: ExitCallback, resource_limits: str = "auto"
+    ) -> None:
         # Resolved: the run dir is matched against wrapper command lines in recover.
         self._tasks_dir = data_dir.resolve() / "tasks"
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._pids: dict[int, int] = {}  # instance id -> wrapper pid, while watched
+        self._resources: dict[int, InstanceResources] = {}  # likewise
         self._closed = False
-        self._watcher = ExitWatcher(self._instance_ended)
+        self._limits = ResourceLimits(resource_limits, data_dir)
+        self._cleanups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobyard-cleanup")
+        self._watcher = ExitWatcher(self._instance_ended, self._signal_members)
+
+    @property
+    def limits_mode(self) -> str:
+        """How CPU and memory are enforced: "cgroup-v2", "cgroup-v1", "psutil" or "off"."""
+        return self._limits.mode
 
     def start(self, launch: InstanceLaunch) -> int:
         """Start the instance; return its pid. Its exit is reported via on_exit."""
@@ -66,11 +93,17 @@ class LocalRunner:
             self._check_open()
             self._prepare(run_dir, launch)
             if launch.payload is not None:
-                (run_dir / "payload.json").write_bytes(launch.payload)
                 env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
             argv = [str(run_dir / "script") if arg == SCRIPT_PATH else arg for arg in launch.argv]
-            pid = spawn_wrapper(run_dir, argv, env)
-            self._watch(launch.instance_id, pid, _pidfd_of_child(pid), run_dir, adopted=False)
+            resources = self._limits.prepare(run_dir, launch.instance_id, launch.limits)
+            try:
+                pid = spawn_wrapper(run_dir, argv, env, resources.join_files())
+                pidfd = _pidfd_of_child(pid)
+            except BaseException:
+                resources.finish(None, None)  # removes its cgroups
+                raise
+            resources.started(pid)
+            self._watch(launch.instance_id, pid, pidfd, run_dir, resources, adopted=False)
         logger.debug("instance %s started as pid %s", launch.instance_id, pid)
         return pid
 
@@ -87,13 +120,15 @@ class LocalRunner:
                 return Recovered("running", pid=self._pids[instance_id])
             pid = _read_int(run_dir / "pid")
             if (run_dir / "exit").exists():
-                return _exited(run_dir, pid)
+                return self._exited(instance_id, run_dir, pid)
             if pid is not None and self._adopt(instance_id, pid, run_dir):
                 return Recovered("running", pid=pid)
             if (run_dir / "exit").exists():  # it ended while we looked
-                return _exited(run_dir, pid)
+                return self._exited(instance_id, run_dir, pid)
             if pid is not None:
                 kill_leftover_group(pid, run_dir)
+            self._limits.discard(run_dir)
+            self._clean_up_after(run_dir)
             return Recovered("gone")
 
     def log_path(self, task_id: int, instance_id: int) -> Path:
@@ -117,6 +152,9 @@ class LocalRunner:
             pid = _read_int(pid_file)
             if pid is not None:
                 kill_leftover_group(pid, pid_file.parent)
+        for run_dir in task_dir.glob("*/"):
+            self._limits.discard(run_dir)
+            self._clean_up_after(run_dir, keep_output=False)
         remove_tree(task_dir)
 
     def close(self) -> None:
@@ -127,6 +165,8 @@ class LocalRunner:
             self._closed = True
         # Outside the lock: the watcher thread takes it to report an exit.
         self._watcher.close()
+        self._limits.close()
+        self._cleanups.shutdown(wait=True)
 
     def _run_dir(self, task_id: int, instance_id: int) -> Path:
         return self._tasks_dir / str(task_id) / str(instance_id)
@@ -139,6 +179,7 @@ class LocalRunner:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         if run_dir.is_dir() and not (run_dir / "pid").exists():
             # Prepared by a server that died before the wrapper ran: never started.
+            self._limits.discard(run_dir)
             remove_tree(run_dir)
         try:
             run_dir.mkdir()
@@ -147,7 +188,13 @@ class LocalRunner:
             raise Conflict(f"instance {run_dir.name} was already started") from None
         if launch.script is not None:
             (run_dir / "script").write_text(launch.script, encoding="utf-8")
+        if launch.payload is not None:
+            (run_dir / "payload.json").write_bytes(launch.payload)
+        if launch.cleanup is not None:
+            (run_dir / CLEANUP_FILE).write_text(json.dumps(list(launch.cleanup)))
         (run_dir / "work").mkdir()
+        if launch.shared_dir is not None:
+            _link_entries(launch.shared_dir, run_dir / "work")
 
     def _adopt(self, instance_id: int, pid: int, run_dir: Path) -> bool:
         try:
@@ -158,29 +205,111 @@ class LocalRunner:
         if not is_wrapper_of(pid, run_dir):
             os.close(pidfd)
             return False
-        self._watch(instance_id, pid, pidfd, run_dir, adopted=True)
+        resources = self._limits.adopt(run_dir, instance_id, pid)
+        self._watch(instance_id, pid, pidfd, run_dir, resources, adopted=True)
         logger.info("adopted running instance %s (pid %s)", instance_id, pid)
         return True
 
-    def _watch(self, instance_id: int, pid: int, pidfd: int, run_dir: Path, adopted: bool) -> None:
+    def _watch(
+        self,
+        instance_id: int,
+        pid: int,
+        pidfd: int,
+        run_dir: Path,
+        resources: InstanceResources,
+        adopted: bool,
+    ) -> None:
         self._pids[instance_id] = pid
+        self._resources[instance_id] = resources
         self._watcher.watch(WatchedInstance(instance_id, pid, pidfd, run_dir, adopted))
 
-    def _instance_ended(self, instance: WatchedInstance, status: int | None) -> None:
+    def _signal_members(self, instance_id: int, sig: int, reached: Callable[[int], bool]) -> None:
+        """Called on the watcher thread when it stops an instance: reach its cgroup too."""
+        with self._lock:
+            resources = self._resources.get(instance_id)
+        if resources is not None:
+            resources.signal(sig, reached)
+
+    def _instance_ended(
+        self, instance: WatchedInstance, status: int | None, rusage: resource.struct_rusage | None
+    ) -> None:
         """Called on the watcher thread once the instance's group is killed and reaped."""
         exit_code = status
         if instance.adopted:
             exit_code = _read_int(instance.run_dir / "exit")
             if exit_code is None:
                 exit_code = status
-        remove_tree(instance.run_dir / "work")
         with self._lock:
             self._pids.pop(instance.instance_id, None)
-        report = InstanceExit(instance.instance_id, exit_code, instance.stop_requested)
+            resources = self._resources.pop(instance.instance_id, None)
+        resources = resources or InstanceResources(None)
+        usage = resources.finish(exit_code, rusage)
+        remove_tree(instance.run_dir / "work")
+        self._clean_up_after(instance.run_dir)
+        report = _report(
+            instance.instance_id,
+            exit_code,
+            instance.stop_requested,
+            usage,
+            resources.memory_limit_bytes,
+        )
         try:
             self._on_exit(report)
         except Exception:
             logger.exception("on_exit failed for instance %s", instance.instance_id)
+
+    def _exited(self, instance_id: int, run_dir: Path, pid: int | None) -> Recovered:
+        """An instance that ended while no server watched it."""
+        if pid is not None:
+            kill_leftover_group(pid, run_dir)
+        exit_code = _read_int(run_dir / "exit")
+        usage = self._limits.collect(run_dir, exit_code)
+        remove_tree(run_dir / "work")
+        self._clean_up_after(run_dir)
+        stopped = (run_dir / STOP_MARKER).exists()
+        limit = self._limits.memory_limit(run_dir)
+        report = _report(instance_id, exit_code, stopped, usage, limit)
+        return Recovered("exited", exit_code=exit_code, exit=report)
+
+    def _clean_up_after(self, run_dir: Path, keep_output: bool = True) -> None:
+        """Run the instance's cleanup command in the background, once ever.
+
+        Claimed by renaming its file, so it never runs twice even when two paths
+        (an exit and a discard, say) race; a server that dies right after the
+        claim leaves it unrun.
+        """
+        claimed = run_dir / "cleanup.ran"
+        try:
+            os.rename(run_dir / CLEANUP_FILE, claimed)
+            argv = json.loads(claimed.read_text())
+        except (OSError, ValueError):
+            return
+        log = run_dir / "output.log" if keep_output else None
+        try:
+            self._cleanups.submit(run_cleanup, argv, log, CLEANUP_TIMEOUT_SECONDS)
+        except RuntimeError:  # closed: run it here rather than never
+            run_cleanup(argv, log, CLEANUP_TIMEOUT_SECONDS)
+
+
+def _report(
+    instance_id: int, exit_code: int | None, stopped: bool, usage: Usage, limit: int | None
+) -> InstanceExit:
+    return InstanceExit(
+        instance_id,
+        exit_code,
+        stopped,
+        oom_killed=usage.oom_killed,
+        peak_memory_bytes=usage.peak_memory_bytes,
+        cpu_seconds=usage.cpu_seconds,
+        memory_limit_bytes=limit,
+    )
+
+
+def _link_entries(shared_dir: Path, work: Path) -> None:
+    """Link each top-level entry of the shared (read-only) directory into work/."""
+    shared_dir = shared_dir.resolve(strict=True)
+    for entry in shared_dir.iterdir():
+        (work / entry.name).symlink_to(entry)
 
 
 def _pidfd_of_child(pid: int) -> int:
@@ -192,12 +321,6 @@ def _pidfd_of_child(pid: int) -> int:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         raise
-
-
-def _exited(run_dir: Path, pid: int | None) -> Recovered:
-    if pid is not None:
-        kill_leftover_group(pid, run_dir)
-    return Recovered("exited", exit_code=_read_int(run_dir / "exit"))
 
 
 def _read_int(path: Path) -> int | None:

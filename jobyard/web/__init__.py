@@ -11,7 +11,15 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from jobyard.web import actions, auth_pages, event_pages, task_pages, template_pages, wizard
+from jobyard.web import (
+    actions,
+    auth_pages,
+    event_pages,
+    package_pages,
+    task_pages,
+    template_pages,
+    wizard,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -20,5 +28,6 @@ def install(app: FastAPI) -> None:
     """Add the console's pages and its assets (under ``/assets``) to ``app``."""
     app.mount("/assets", StaticFiles(directory=STATIC), name="console-assets")
     # The wizard's ``.../new`` must be matched before ``.../{name}``.
-    for module in (auth_pages, wizard, template_pages, actions, task_pages, event_pages):
+    pages = (auth_pages, wizard, template_pages, actions, task_pages, event_pages, package_pages)
+    for module in pages:
         app.include_router(module.router)

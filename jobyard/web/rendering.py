@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import jobyard
 from jobyard.domain import Task
 from jobyard.errors import JobyardError
 from jobyard.web import session
+from jobyard.web.package_views import short_digest, size_words
 
 TEMPLATES = Path(__file__).parent / "templates"
 # No inline script or style anywhere: every asset comes from /assets.
@@ -90,6 +92,9 @@ def _environment() -> Environment:
         version=jobyard.__version__,
     )
     env.filters["duration"] = duration
+    env.filters["size"] = size_words
+    env.filters["short_digest"] = short_digest
+    env.filters["shell_quote"] = shlex.quote
     return env
 
 

@@ -14,7 +14,7 @@ from jobyard.domain import Instance, Task, TaskStatus, TriggerKind
 from jobyard.engine.core import Engine
 from jobyard.engine.tokens import Role
 from jobyard.errors import JobyardError
-from jobyard.web import session
+from jobyard.web import session, views
 from jobyard.web.rendering import render
 from jobyard.web.routing import console_router
 from jobyard.web.template_pages import RECENT_TASKS, TEMPLATE, template_context
@@ -73,6 +73,7 @@ def task_record(
         "selected": instance,
         "namespace": task.namespace,
         "section": "tasks",
+        "waiting_words": views.WAITING_WORDS,
     }
     if part == "summary":
         return render(request, "_task_summary.html", context)

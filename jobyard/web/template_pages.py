@@ -14,8 +14,8 @@ from jobyard.domain import Template
 from jobyard.engine.core import Engine
 from jobyard.engine.templates import upcoming_fires
 from jobyard.errors import InvalidSpec
-from jobyard.spec import CronTrigger, HttpTrigger
-from jobyard.web import session, views
+from jobyard.spec import CronTrigger, HttpTrigger, PackageDeployment
+from jobyard.web import package_views, session, views
 from jobyard.web.rendering import render
 from jobyard.web.routing import console_router
 
@@ -38,16 +38,21 @@ def template_list(
     part: str = "",
 ) -> Response:
     session.enter_namespace(request, namespace)
+    if part == "capacity":
+        node = views.node_capacity(engine)
+        return render(request, "_capacity.html", {"namespace": namespace, "node": node})
     found = engine.templates.list_templates(namespace, LIST_LIMIT, 0, q.strip() or None)
     rows = [views.template_row(engine, template) for template in found]
     shown = [row for row in rows if _matches(row, trigger, state, last)]
-    context = {
+    context: dict[str, Any] = {
         "namespace": namespace,
         "rows": shown,
         "total": len(rows),
         "filters": {"q": q, "trigger": trigger, "state": state, "last": last},
         "section": "templates",
     }
+    if part != "rows":
+        context["node"] = views.node_capacity(engine)
     page = "_template_rows.html" if part == "rows" else "templates.html"
     return render(request, page, context)
 
@@ -88,6 +93,7 @@ def details_context(engine: Engine, template: Template) -> dict[str, Any]:
         ),
         "impact": views.delete_impact(engine, template),
         "run": views.RunForm(),
+        **deployment_context(engine, template),
     }
     if isinstance(spec.trigger, CronTrigger) and not template.suspended:
         context["upcoming"] = upcoming_fires(template, engine.clock.now())
@@ -96,6 +102,22 @@ def details_context(engine: Engine, template: Template) -> dict[str, Any]:
         context["hook_url"] = url
         context["curl"] = views.curl_example(url, list(spec.trigger.methods))
     return context
+
+
+def deployment_context(engine: Engine, template: Template) -> dict[str, Any]:
+    """The deployment's details: its package, and what keeps it from running here."""
+    deployment = template.spec.deployment
+    packages = None
+    if isinstance(deployment, PackageDeployment):
+        packages = package_views.uploaded(engine, template.namespace)
+    warn = getattr(engine.templates, "deployment_warnings", None)
+    return {
+        "package": package_views.find(packages, getattr(deployment, "package", "")),
+        "packages_enabled": packages is not None,
+        "stacks": views.STACKS,
+        "pull_policies": views.PULL_POLICIES,
+        "warnings": list(warn(template.spec)) if warn is not None else [],
+    }
 
 
 def template_context(engine: Engine, template: Template, section: str) -> dict[str, Any]:

@@ -8,18 +8,43 @@ from dataclasses import dataclass, field
 import yaml
 
 from jobyard import cron_words
-from jobyard.domain import ACTIVE_TASK_STATUSES, Task, Template, TemplateVersion
+from jobyard.domain import (
+    ACTIVE_TASK_STATUSES,
+    InstanceStatus,
+    Task,
+    Template,
+    TemplateVersion,
+)
 from jobyard.engine.core import Engine
 from jobyard.errors import InvalidSpec
 from jobyard.spec import CronTrigger, HttpTrigger, TemplateSpec
+from jobyard.web.package_views import size_words
 
 ACTIVE = [status.value for status in ACTIVE_TASK_STATUSES]
+MIB = 1024 * 1024
 COUNT_LIMIT = 1000
 
 INSTANCE_TYPES = {
-    "default": "Stable performance; never preempted or evicted.",
-    "best-effort": "Cheaper; performance may vary and instances may be preempted.",
-    "best-effort-first": "Best-effort when possible, falling back to default if preempted.",
+    "default": "Holds its CPU and memory and is never preempted; waits while the node is full.",
+    "best-effort": (
+        "Uses room no default instance holds; preempted when default work needs it, "
+        "then queued again as best-effort."
+    ),
+    "best-effort-first": (
+        "Best-effort while there is free room; when preempted, it restarts as a default "
+        "instance so the task is not held up."
+    ),
+}
+STACKS = {"python": "Python", "java": "Java", "node": "Node.js", "binary": "Binary (executable)"}
+PULL_POLICIES = {
+    "IfNotPresent": "pull only when the image is not on this host",
+    "Always": "pull before every run",
+    "Never": "use the image on this host only",
+}
+# Why a pending instance has not started, in words (the event has the details).
+WAITING_WORDS = {
+    "InsufficientCapacity": "not enough free CPU or memory on this node",
+    "PreparingPackage": "its code package is being prepared",
 }
 CONCURRENCY_POLICIES = {
     "Allow": "Tasks may run side by side; every trigger starts a new task.",
@@ -83,8 +108,14 @@ def active_tasks(engine: Engine, template: Template) -> list[Task]:
 
 
 def running_instances(engine: Engine, template: Template) -> int:
+    """Instances running now (a pending one may be waiting for room on the node)."""
     tasks = active_tasks(engine, template)
-    return sum(1 for task in tasks for i in engine.tasks.instances(task.id) if i.is_live)
+    return sum(
+        1
+        for task in tasks
+        for i in engine.tasks.instances(task.id)
+        if i.status is InstanceStatus.RUNNING
+    )
 
 
 @dataclass(frozen=True)
@@ -157,3 +188,54 @@ def curl_example(url: str, methods: list[str]) -> str:
             f"  '{url}'"
         )
     return f"curl -X {method} '{url}'"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One resource of the node: its capacity and what each class holds of it."""
+
+    label: str
+    capacity: float
+    default: float
+    best_effort: float
+    is_memory: bool = False
+
+    def text(self, value: float) -> str:
+        """An amount in words: cores, or memory in binary units."""
+        if self.is_memory:
+            return size_words(round(value * MIB)) if value else "0 MiB"
+        return f"{value:g} {'core' if value == 1 else 'cores'}"
+
+    @property
+    def held(self) -> float:
+        return self.default + self.best_effort
+
+    @property
+    def free(self) -> float:
+        return max(self.capacity - self.held, 0.0)
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    cpu: Usage
+    memory: Usage
+    default_instances: int
+    best_effort_instances: int
+
+
+def node_capacity(engine: Engine) -> NodeCapacity | None:
+    """Capacity and what running instances hold, by class (None if not known here)."""
+    admitter = getattr(engine, "admitter", None)
+    if admitter is None:
+        return None
+    report = admitter.report(engine.store, engine.specs)
+    node, held = report["capacity"], report["held"]
+    default, best = held["default"], held["best-effort"]
+    return NodeCapacity(
+        cpu=Usage("CPU", node["cpu"], default["cpu"], best["cpu"]),
+        memory=Usage(
+            "Memory", node["memory_mb"], default["memory_mb"], best["memory_mb"], is_memory=True
+        ),
+        default_instances=int(default["instances"]),
+        best_effort_instances=int(best["instances"]),
+    )

@@ -20,10 +20,11 @@ from starlette.datastructures import FormData
 from jobyard.api.auth import check_namespace
 from jobyard.api.deps import get_engine
 from jobyard.domain import Template
+from jobyard.engine.core import Engine
 from jobyard.engine.tokens import Role
 from jobyard.errors import AlreadyExists, InvalidSpec, JobyardError, NotFound
 from jobyard.spec import TemplateSpec
-from jobyard.web import session, views, wizard_form
+from jobyard.web import package_views, session, views, wizard_form
 from jobyard.web.rendering import render
 from jobyard.web.routing import console_router
 from jobyard.web.template_pages import TEMPLATE, TEMPLATES, preview, template_context
@@ -123,11 +124,17 @@ def _save(
     try:
         saved, text = save(spec)
     except JobyardError as err:
-        message = str(err)
-        state.errors = {_key_of(err, state): message[:1].upper() + message[1:]}
+        state.errors = {_key_of(err, state): _sentence(str(err))}
         return _page(request, state, _first_error_step(state), template, 409)
     url = f"/namespaces/{saved.namespace}/templates/{saved.name}"
     return session.redirect(url, text)
+
+
+def _sentence(message: str) -> str:
+    """The message with a capital first letter, unless it starts with a name
+    (a file name such as "app.zip" keeps its case)."""
+    first = message.split(" ", 1)[0]
+    return message[:1].upper() + message[1:] if first.isalpha() else message
 
 
 def _key_of(err: JobyardError, state: FormState) -> str:
@@ -135,6 +142,9 @@ def _key_of(err: JobyardError, state: FormState) -> str:
         return "name"
     if isinstance(err, NotFound):
         return "namespace"
+    if isinstance(err, InvalidSpec) and err.field == "deployment":
+        # The engine found the package and its stack do not go together.
+        return "stack" if state.fields["deployment"] == "package" else "deployment"
     if isinstance(err, InvalidSpec) and err.field:
         return wizard_form.form_key(tuple(err.field.split(".")), state)
     return "form"
@@ -169,11 +179,33 @@ def _page(
         "instance_types": views.INSTANCE_TYPES,
         "policies": views.CONCURRENCY_POLICIES,
         "section": "templates",
+        **_deployment_context(request, engine, state),
     }
     if template is not None:
         context.update(template_context(engine, template, "edit"))
     page = "wizard_edit.html" if template else "wizard_new.html"
     return render(request, page, context, status_code=status)
+
+
+def _deployment_context(request: Request, engine: Engine, state: FormState) -> dict[str, Any]:
+    """What the package and image parts of step 1 offer."""
+    namespace = state.fields["namespace"] or request.path_params["namespace"]
+    try:
+        check_namespace(request, namespace)
+        packages = package_views.uploaded(engine, namespace)
+    except JobyardError:  # a namespace that is not there: the form says so elsewhere
+        packages = []
+    containers = getattr(engine, "containers", None)
+    problem = "" if containers is None or containers.works else str(containers.detail)
+    return {
+        "packages_enabled": packages is not None,
+        "package_choices": (
+            package_views.choices(packages, state.fields["package"].strip()) if packages else []
+        ),
+        "stacks": views.STACKS,
+        "pull_policies": views.PULL_POLICIES,
+        "container_problem": problem,
+    }
 
 
 def _with(choices: list[str], value: str) -> list[str]:

@@ -15,18 +15,40 @@ from pydantic import ValidationError
 
 from jobyard import cron
 from jobyard.errors import InvalidSpec
-from jobyard.spec import CronTrigger, HttpTrigger, Resources, ScriptDeployment, TemplateSpec
+from jobyard.spec import (
+    CronTrigger,
+    HttpTrigger,
+    ImageDeployment,
+    PackageDeployment,
+    Resources,
+    ScriptDeployment,
+    TemplateSpec,
+)
 
 STEPS = ("Basic information", "Task settings", "Advanced settings")
+# What each deployment method's fields are called in the form (the spec's names
+# repeat across methods: "command" is a string for a package, a list for an image).
+DEPLOYMENT_FIELDS = {
+    "script": {"script": "script", "shell": "shell"},
+    "package": {"package": "package", "stack": "stack"}
+    | {"command": "package_command", "args": "package_args"},
+    "image": {"image": "image", "pull_policy": "pull_policy"}
+    | {"command": "image_command", "args": "image_args"},
+}
+# Where an error about the deployment as a whole is shown.
+DEPLOYMENT_MAIN = {"script": "script", "package": "package_command", "image": "image"}
 STEP_FIELDS = (
-    {"name", "namespace", "description", "deployment", "script", "shell", "instance_type"}
+    {"name", "namespace", "description", "deployment", "instance_type"}
+    | {key for names in DEPLOYMENT_FIELDS.values() for key in names.values()}
     | {"cpu", "memory_mb", "replicas"},
     {"trigger_type", "schedule", "timezone", "request_type", "methods", "security_mode"}
     | {"referers", "ips", "concurrency_policy", "timeout", "retries", "sharding", "shards"},
     {"env", "retry_backoff", "termination_grace_period", "starting_deadline"},
 )
 SCALARS = (
-    "name", "namespace", "description", "deployment", "script", "shell", "instance_type",
+    "name", "namespace", "description", "deployment", "script", "shell", "package", "stack",
+    "package_command", "package_args", "image", "image_command", "image_args", "pull_policy",
+    "instance_type",
     "cpu", "memory_mb", "replicas", "trigger_type", "schedule", "timezone", "request_type",
     "security_mode", "referers", "ips", "concurrency_policy", "timeout", "retries", "sharding",
     "retry_backoff", "termination_grace_period", "starting_deadline",
@@ -69,6 +91,8 @@ def blank(namespace: str) -> FormState:
         namespace=namespace,
         deployment="script",
         shell=_default(ScriptDeployment, "shell"),
+        stack="python",
+        pull_policy=_default(ImageDeployment, "pull_policy"),
         instance_type=_default(TemplateSpec, "instance_type"),
         cpu=_default(Resources, "cpu"),
         memory_mb=_default(Resources, "memory_mb"),
@@ -99,12 +123,32 @@ def from_spec(spec: TemplateSpec, namespace: str) -> FormState:
     )
     for name in NUMBERS:
         fields[name] = str(getattr(spec, name))
-    if isinstance(spec.deployment, ScriptDeployment):
-        fields.update(script=spec.deployment.script, shell=spec.deployment.shell)
+    _deployment_fields(fields, spec)
     state.env = [(var.name, var.value) for var in spec.env]
     state.shards = list(spec.sharding.shards)
     _trigger_fields(state, spec)
     return state
+
+
+def _deployment_fields(fields: dict[str, str], spec: TemplateSpec) -> None:
+    deployment = spec.deployment
+    fields["deployment"] = deployment.type
+    if isinstance(deployment, ScriptDeployment):
+        fields.update(script=deployment.script, shell=deployment.shell)
+    elif isinstance(deployment, PackageDeployment):
+        fields.update(
+            package=deployment.package,
+            stack=deployment.stack,
+            package_command=deployment.command,
+            package_args="\n".join(deployment.args),
+        )
+    elif isinstance(deployment, ImageDeployment):
+        fields.update(
+            image=deployment.image,
+            image_command="\n".join(deployment.command),
+            image_args="\n".join(deployment.args),
+            pull_policy=deployment.pull_policy,
+        )
 
 
 def _trigger_fields(state: FormState, spec: TemplateSpec) -> None:
@@ -133,7 +177,8 @@ def _trigger_fields(state: FormState, spec: TemplateSpec) -> None:
 def from_form(form: Mapping[str, Any], getlist: Any) -> FormState:
     """What the browser posted (``getlist`` reads repeated fields)."""
     fields = {name: str(form.get(name, "")) for name in SCALARS}
-    fields["script"] = fields["script"].replace("\r\n", "\n")
+    for name in ("script", "package_args", "image_command", "image_args"):
+        fields[name] = fields[name].replace("\r\n", "\n")
     names, values = getlist("env_name"), getlist("env_value")
     env = [(str(n).strip(), str(v)) for n, v in zip(names, values, strict=False)]
     shards = [str(s).strip() for s in getlist("shard")]
@@ -151,7 +196,7 @@ def spec_data(state: FormState) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": f["name"].strip(),
         "description": f["description"],
-        "deployment": _given(type="script", script=f["script"], shell=f["shell"].strip()),
+        "deployment": _deployment_data(f),
         "instance_type": f["instance_type"] or "default",
         "resources": _given(cpu=f["cpu"].strip(), memory_mb=f["memory_mb"].strip()),
         "concurrency_policy": f["concurrency_policy"] or "Allow",
@@ -165,6 +210,28 @@ def spec_data(state: FormState) -> dict[str, Any]:
     if trigger is not None:
         data["trigger"] = trigger
     return data
+
+
+def _deployment_data(f: dict[str, str]) -> dict[str, Any]:
+    kind = f["deployment"] or "script"
+    if kind == "package":
+        return {
+            **_given(type=kind, package=f["package"].strip(), stack=f["stack"].strip()),
+            "command": f["package_command"].strip(),
+            "args": arg_lines(f["package_args"]),
+        }
+    if kind == "image":
+        return {
+            **_given(type=kind, image=f["image"].strip(), pull_policy=f["pull_policy"]),
+            "command": arg_lines(f["image_command"]),
+            "args": arg_lines(f["image_args"]),
+        }
+    return _given(type=kind, script=f["script"], shell=f["shell"].strip())
+
+
+def arg_lines(text: str) -> list[str]:
+    """One argument per line, outer spaces dropped (an argument may hold spaces)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _given(**values: str) -> dict[str, str]:
@@ -213,9 +280,16 @@ def validate(state: FormState) -> TemplateSpec | None:
 def field_errors(errors: Sequence[Any], state: FormState) -> dict[str, str]:
     found: dict[str, str] = {}
     for error in errors:
-        key = form_key(tuple(error.get("loc", ())), state)
+        key = form_key(_untagged(tuple(error.get("loc", ()))), state)
         found.setdefault(key, plain_message(key, error))
     return found
+
+
+def _untagged(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """pydantic names the deployment's tag in the location: ("deployment", "image", "image")."""
+    if loc[:1] == ("deployment",) and len(loc) > 1 and loc[1] in DEPLOYMENT_FIELDS:
+        return ("deployment", *loc[2:])
+    return loc
 
 
 def plain_message(key: str, error: Mapping[str, Any]) -> str:
@@ -230,9 +304,12 @@ _PATTERNS = {
     "name": "Use lowercase letters, digits and '-', starting and ending with a letter or digit.",
     "env": "A name is letters, digits and '_', and does not start with a digit.",
     "shell": "Give the shell as an absolute path, such as /bin/sh or /bin/bash.",
+    "package": "Choose an uploaded package (its digest is sha256: and 64 hex digits).",
+    "image": "An image reference is lowercase, such as docker.io/library/alpine:3.20.",
 }
 _PLAINER = {
     "String should have at least 1 character": "This is required.",
+    "Field required": "This is required.",
     "List should have at least 1 item after validation, not 0": "Choose at least one.",
 }
 
@@ -244,7 +321,7 @@ def form_key(loc: tuple[Any, ...], state: FormState) -> str:
         parts = ["trigger", *parts[2:]]
     head, rest = (parts[0] if parts else "name"), parts[1:]
     if head == "deployment":
-        return rest[0] if rest and rest[0] in ("script", "shell") else "script"
+        return _deployment_key(rest, state)
     if head == "resources":
         return rest[0] if rest else "cpu"
     if head == "sharding":
@@ -254,6 +331,14 @@ def form_key(loc: tuple[Any, ...], state: FormState) -> str:
     if head == "trigger":
         return _trigger_key(rest, state)
     return head
+
+
+def _deployment_key(rest: list[str], state: FormState) -> str:
+    kind = state.fields["deployment"] or "script"
+    names = DEPLOYMENT_FIELDS.get(kind)
+    if names is None:
+        return "deployment"
+    return names.get(rest[0], DEPLOYMENT_MAIN[kind]) if rest else DEPLOYMENT_MAIN[kind]
 
 
 def _trigger_key(rest: list[str], state: FormState) -> str:

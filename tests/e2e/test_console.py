@@ -8,17 +8,25 @@ details page is also saved there (that is how docs/console.png is made).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright
 
-from tests.support import JobyardServer, script_template, start_server, stop_server
+from tests.support import (
+    JobyardServer,
+    script_template,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -119,10 +127,15 @@ def test_a_cron_template_from_creation_to_deletion(
     assert errors == [], errors
 
 
+def deployment_choice(page: Page, title: str) -> Locator:
+    """A "Task deployment method" card's radio button (its name starts with the title)."""
+    return page.get_by_role("radio", name=re.compile("^" + re.escape(title)))
+
+
 def unexpected(kind: str, text: str) -> list[str]:
     """Console errors (a Content-Security-Policy violation, a failed request), except
-    the 422 of a form sent back with its errors, which is intended."""
-    if kind != "error" or "status of 422" in text:
+    the 422 or 409 of a form sent back with its errors, which is intended."""
+    if kind != "error" or "status of 422" in text or "status of 409" in text:
         return []
     return [text]
 
@@ -130,8 +143,7 @@ def unexpected(kind: str, text: str) -> list[str]:
 def create_through_three_steps(page: Page, screens: Screens, script: str) -> None:
     page.locator(".page-head").get_by_role("link", name="Create job template").click()
     expect(page.locator(".stepper .current")).to_contain_text("Basic information")
-    expect(page.get_by_label("Code package")).to_be_disabled()
-    expect(page.get_by_label("Image")).to_be_disabled()
+    expect(deployment_choice(page, "Shell script")).to_be_checked()
     page.locator("[name=name]").fill("Not A Name")
     page.locator("[name=script]").fill(script)
     page.get_by_role("button", name="Next: Task settings").click()
@@ -383,3 +395,278 @@ def test_sign_in_with_a_token_kept_in_an_http_only_cookie(
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(jobyard.url + "/login")
     assert not [c for c in browser.cookies() if c["name"] == "jobyard_token"]
+
+
+# -- deployment methods, packages, instance usage and capacity --------------------------------
+
+
+def test_package_and_image_templates_through_the_wizard(
+    jobyard: JobyardServer, browser: BrowserContext, screens: Screens, tmp_path: Path
+) -> None:
+    page, errors = watched_page(browser)
+    page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
+    archive = small_zip(tmp_path / "report-app.zip")
+    digest = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    page.goto(jobyard.url + "/namespaces/default/templates")
+    upload_packages(page, screens, archive, tmp_path / "notes.txt")
+    create_package_template(page, screens, digest)
+    package_in_use(page, screens, digest)
+    create_image_template(page, screens, jobyard)
+    edit_image_template(page, screens)
+    assert errors == [], errors
+
+
+def watched_page(browser: BrowserContext) -> tuple[Page, list[str]]:
+    """A new page, and the list its script errors and failed requests are put in."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: errors.extend(unexpected(msg.type, msg.text)))
+    return page, errors
+
+
+def small_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("main.py", "import sys\nprint('report', sys.argv[1:])\n")
+    return path
+
+
+def upload_packages(page: Page, screens: Screens, archive: Path, not_a_package: Path) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Code packages").click()
+    expect(page.locator("h1")).to_have_text("Code packages")
+    expect(page.locator("#packages")).to_contain_text("No package has been uploaded")
+    not_a_package.write_text("just some notes\n")
+    page.get_by_label("Package file").set_input_files(str(not_a_package))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".flash-error")).to_contain_text("'notes.txt' is not a kind of package")
+    page.get_by_label("Package file").set_input_files(str(archive))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".flash-ok")).to_contain_text("Uploaded report-app.zip as sha256:")
+    rows = page.locator("#packages tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td").nth(1)).to_have_text("report-app.zip")
+    expect(rows.first.locator("td").nth(2)).to_have_text("zip")
+    expect(rows.first.locator("[data-used-by]")).to_have_text("no template")
+    # The same bytes again are the same package.
+    page.get_by_label("Package file").set_input_files(str(archive))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".flash-ok")).to_contain_text("Already uploaded: report-app.zip")
+    expect(rows).to_have_count(1)
+    screens(page, "packages")
+
+
+def create_package_template(page: Page, screens: Screens, digest: str) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Job templates").click()
+    page.locator(".page-head").get_by_role("link", name="Create job template").click()
+    page.locator("[name=name]").fill("zip-report")
+    expect(page.locator("[name=package]")).to_be_hidden()
+    deployment_choice(page, "Code package").check()
+    expect(page.locator("[name=script]")).to_be_hidden()
+    page.locator("select[name=package]").select_option(digest)
+    page.locator("select[name=stack]").select_option("binary")
+    page.locator("[name=package_args]").fill("--title\nQ3 report")
+    page.get_by_role("button", name="Next: Task settings").click()
+    page.get_by_label("Manual only").check()
+    page.get_by_role("button", name="Next: Advanced settings").click()
+    page.get_by_role("button", name="Create", exact=True).click()
+    # The server knows the package is a zip: a binary stack needs the command in it.
+    expect(page.locator(".stepper .current")).to_contain_text("Basic information")
+    expect(page.locator("#err-stack")).to_contain_text("report-app.zip is an archive")
+    page.locator("select[name=stack]").select_option("python")
+    page.get_by_role("button", name="Next: Task settings").click()
+    # A python package needs a command: the error is beside it, the rest is kept.
+    expect(page.locator("#err-package_command")).to_contain_text("needs a command")
+    expect(page.locator("select[name=package]")).to_have_value(digest)
+    expect(page.locator("[name=package_args]")).to_have_value("--title\nQ3 report")
+    screens(page, "create-package-error")
+    page.locator("[name=package_command]").fill("python main.py")
+    page.get_by_role("button", name="Next: Task settings").click()
+    expect(page.get_by_label("Manual only")).to_be_checked()
+    page.get_by_role("button", name="Next: Advanced settings").click()
+    page.get_by_role("button", name="Create", exact=True).click()
+
+    expect(page.locator(".flash-ok")).to_contain_text("Created job template zip-report")
+    deployment = page.locator("[data-deployment=package]")
+    expect(deployment.locator("[data-digest]")).to_have_text(digest[: len("sha256:") + 12])
+    expect(deployment).to_contain_text("report-app.zip (zip,")
+    expect(deployment).to_contain_text("Python")
+    expect(deployment.locator(".command-line")).to_have_text("python main.py --title 'Q3 report'")
+    screens(page, "package-template")
+
+    page.get_by_role("link", name="Edit job template").click()
+    expect(deployment_choice(page, "Code package")).to_be_checked()
+    expect(page.locator("select[name=package]")).to_have_value(digest)
+    expect(page.locator("[name=package_command]")).to_have_value("python main.py")
+    expect(page.locator("[name=package_args]")).to_have_value("--title\nQ3 report")
+
+
+def package_in_use(page: Page, screens: Screens, digest: str) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Code packages").click()
+    row = page.locator(f"#packages tr[data-digest='{digest}']")
+    expect(row.locator("[data-used-by]")).to_have_text("zip-report (v1)")
+    row.get_by_role("button", name="Delete").click()
+    expect(page.locator(".flash-error")).to_contain_text(
+        f"Not deleted: package {digest} is still used by template 'zip-report' (version 1)"
+    )
+    expect(row).to_be_visible()
+    screens(page, "package-in-use")
+
+
+def create_image_template(page: Page, screens: Screens, jobyard: JobyardServer) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Job templates").click()
+    page.locator(".page-head").get_by_role("link", name="Create job template").click()
+    page.locator("[name=name]").fill("alpine-hello")
+    deployment_choice(page, "Image").check()
+    page.locator("[name=image]").fill("Alpine:3.20")
+    page.locator("[name=image_command]").fill("sh\n-c\necho hello from alpine")
+    page.get_by_label("Pull policy").select_option("Never")
+    page.locator("[name=instance_type][value=best-effort]").check()
+    page.get_by_role("button", name="Next: Task settings").click()
+    expect(page.locator("#err-image")).to_contain_text("lowercase")
+    expect(page.locator("[name=image_command]")).to_have_value("sh\n-c\necho hello from alpine")
+    expect(page.get_by_label("Pull policy")).to_have_value("Never")
+    screens(page, "create-image-error")
+    page.locator("[name=image]").fill("docker.io/library/alpine:3.20")
+    page.get_by_role("button", name="Next: Task settings").click()
+    page.get_by_label("Manual only").check()
+    page.get_by_role("button", name="Next: Advanced settings").click()
+    page.get_by_role("button", name="Create", exact=True).click()
+
+    expect(page.locator(".flash-ok")).to_contain_text("Created job template alpine-hello")
+    deployment = page.locator("[data-deployment=image]")
+    expect(deployment.locator("[data-image]")).to_have_text("docker.io/library/alpine:3.20")
+    expect(deployment.locator(".command-line")).to_have_text("sh -c 'echo hello from alpine'")
+    expect(deployment).to_contain_text("Never")
+    expect(page.locator("[data-instance-type]")).to_contain_text("best-effort")
+    # Without a working container engine the page says why each run would fail.
+    warnings = jobyard.api("GET", "/namespaces/default/templates/alpine-hello")["warnings"]
+    expect(page.locator(".notice-warn")).to_have_count(len(warnings))
+    for warning in warnings:
+        expect(page.locator(".notice-warn").first).to_contain_text(warning[1:])
+    screens(page, "image-template")
+
+
+def edit_image_template(page: Page, screens: Screens) -> None:
+    page.get_by_role("link", name="Edit job template").click()
+    expect(deployment_choice(page, "Image")).to_be_checked()
+    expect(page.locator("[name=image]")).to_have_value("docker.io/library/alpine:3.20")
+    expect(page.locator("[name=image_command]")).to_have_value("sh\n-c\necho hello from alpine")
+    expect(page.get_by_label("Pull policy")).to_have_value("Never")
+    expect(page.locator("[name=instance_type][value=best-effort]")).to_be_checked()
+    page.locator("[name=image_args]").fill("first\nsecond arg")
+    screens(page, "edit-image")
+    page.get_by_role("button", name="Save as version 2").click()
+    expect(page.locator(".flash-ok")).to_contain_text("version 2")
+    arguments = page.locator("[data-deployment=image] .command-line").nth(1)
+    expect(arguments).to_have_text("first 'second arg'")
+
+
+@pytest.fixture
+def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobyardServer]:
+    """A server whose node has room for one CPU: a default instance of 1 CPU must
+    preempt any best-effort instance to start."""
+    data_dir = tmp_path_factory.mktemp("console-small-node")
+    server = start_server(data_dir, extra_args=["--capacity-cpu", "1"])
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def test_usage_best_effort_preemption_and_capacity(
+    small_node: JobyardServer, browser: BrowserContext, screens: Screens
+) -> None:
+    jobyard = small_node
+    hog_release, usage_release = jobyard.data_dir / "hog-release", jobyard.data_dir / "go"
+    wait_script = "while [ ! -e {} ]; do sleep 0.1; done"
+    jobyard.create_template(
+        script_template(
+            "hog",
+            wait_script.format(hog_release),
+            instance_type="best-effort",
+            resources={"cpu": 0.5, "memory_mb": 256},
+        )
+    )
+    # 80 MiB allocated and some CPU burnt, then it waits to be released.
+    burn = (
+        "import time; block = bytearray(80 * 1024 * 1024); start = time.process_time()\n"
+        "while time.process_time() - start < 0.3: sum(range(1000))"
+    )
+    script = f'python3 -c "{burn}"\n' + wait_script.format(usage_release)
+    jobyard.create_template(script_template("usage", script, resources={"cpu": 1}))
+
+    page, errors = watched_page(browser)
+    hog = jobyard.run("hog")["id"]
+    wait_for(lambda: running(jobyard, hog))
+    page.goto(f"{jobyard.url}/tasks/{hog}")
+    first = page.locator("#task-summary tbody tr").first
+    expect(first.locator(".badge-running")).to_be_visible()
+    expect(first.locator(".badge-best-effort")).to_have_text("best-effort")
+    screens(page, "task-best-effort")
+    page.goto(jobyard.url + "/namespaces/default/templates")
+    capacity = page.locator("#capacity")
+    expect(capacity.locator("[data-held-instances]")).to_have_text("0 default, 1 best-effort")
+    cpu = capacity.locator("[data-resource=cpu]")
+    expect(cpu.locator("[data-held-best-effort]")).to_have_text("0.5 cores")
+    expect(cpu.locator("[data-capacity]")).to_have_text("1 core")
+    screens(page, "capacity")
+
+    usage = jobyard.run("usage")["id"]
+    wait_for(lambda: running(jobyard, usage))
+    # The best-effort instance made room and waits, best-effort again, for it to come back.
+    page.goto(f"{jobyard.url}/tasks/{hog}")
+    rows = page.locator("#task-summary tbody tr")
+    expect(rows.filter(has=page.locator(".badge-preempted"))).to_have_count(1)
+    waiting = rows.filter(has=page.locator(".badge-pending"))
+    expect(waiting.locator("[data-waiting]")).to_contain_text("waiting: InsufficientCapacity")
+    expect(waiting.locator(".badge-best-effort")).to_be_visible()
+    screens(page, "task-preempted")
+    expect(capacity_of(page, jobyard)).to_have_text("1 default, 0 best-effort")
+
+    usage_release.touch()
+    assert jobyard.wait_task(usage)["status"] == "succeeded"
+    hog_release.touch()
+    assert jobyard.wait_task(hog)["status"] == "succeeded"
+    instance_usage(page, screens, jobyard, usage)
+    out_of_memory(page, screens, jobyard)
+    assert errors == [], errors
+
+
+def running(jobyard: JobyardServer, task_id: int) -> bool:
+    return any(i["status"] == "running" for i in jobyard.instances(task_id))
+
+
+def capacity_of(page: Page, jobyard: JobyardServer) -> Locator:
+    page.goto(jobyard.url + "/namespaces/default/templates")
+    return page.locator("#capacity [data-held-instances]")
+
+
+def instance_usage(page: Page, screens: Screens, jobyard: JobyardServer, task_id: int) -> None:
+    """Peak memory and CPU time of an ended instance, as the runner measured them."""
+    (measured,) = jobyard.instances(task_id)
+    page.goto(f"{jobyard.url}/tasks/{task_id}")
+    row = page.locator("#task-summary tbody tr").first
+    expect(row.locator(".badge-succeeded")).to_be_visible()
+    expect(row.locator(".badge-best-effort")).to_have_count(0)
+    peak, cpu = row.locator("[data-peak-memory]"), row.locator("[data-cpu-seconds]")
+    screens(page, "task-usage")
+    assert measured["peak_memory_bytes"] is not None, "the runner measured no peak memory"
+    assert measured["cpu_seconds"] is not None, "the runner measured no CPU time"
+    assert measured["peak_memory_bytes"] >= 80 * 1024 * 1024
+    assert measured["cpu_seconds"] >= 0.3
+    expect(peak).to_have_text(re.compile(r"^\d+(\.\d)? (MiB|GiB)$"))
+    expect(cpu).to_have_text(re.compile(r"^(\d+ ms|\d+\.\d s|\d+ min \d+ s)$"))
+
+
+def out_of_memory(page: Page, screens: Screens, jobyard: JobyardServer) -> None:
+    """An instance that allocates past its memory limit is killed, and the record says so."""
+    allocate = 'python3 -c "block = bytearray(300 * 1024 * 1024)"'
+    spec = script_template("greedy", allocate, retries=0, resources={"memory_mb": 64})
+    jobyard.create_template(spec)
+    task_id = jobyard.run("greedy")["id"]
+    assert jobyard.wait_task(task_id)["status"] == "failed"
+    page.goto(f"{jobyard.url}/tasks/{task_id}")
+    row = page.locator("#task-summary tbody tr").first
+    expect(row.locator(".badge-failed")).to_be_visible()
+    expect(row.locator(".instance-reason.is-oom")).to_contain_text("OOMKilled")
+    screens(page, "task-oom-killed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import signal
@@ -39,9 +40,9 @@ class Harness:
         self.runners: list[LocalRunner] = []
         self.pids: list[int] = []
 
-    def runner(self) -> tuple[LocalRunner, ExitQueue]:
+    def runner(self, resource_limits: str = "auto") -> tuple[LocalRunner, ExitQueue]:
         exits: ExitQueue = queue.Queue()
-        runner = LocalRunner(self.data_dir, exits.put)
+        runner = LocalRunner(self.data_dir, exits.put, resource_limits)
         self.runners.append(runner)
         return runner, exits
 
@@ -100,6 +101,11 @@ def next_exit(exits: ExitQueue, timeout: float = WAIT) -> InstanceExit:
     return exits.get(timeout=timeout)
 
 
+def brief(report: InstanceExit) -> InstanceExit:
+    """The report without its usage figures, which differ from run to run."""
+    return dataclasses.replace(report, peak_memory_bytes=None, cpu_seconds=None)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -133,7 +139,7 @@ def test_exit_codes_are_reported(harness: Harness) -> None:
     harness.start(runner, harness.launch(1, 1, "exit 0"))
     harness.start(runner, harness.launch(1, 2, "exit 3"))
 
-    reported = {e.instance_id: e for e in (next_exit(exits), next_exit(exits))}
+    reported = {e.instance_id: brief(e) for e in (next_exit(exits), next_exit(exits))}
 
     assert reported == {
         1: InstanceExit(1, 0, stopped=False),
@@ -172,7 +178,8 @@ def test_cwd_is_a_fresh_work_dir_removed_after_exit(harness: Harness) -> None:
     assert cwd == str(run_dir / "work")
     assert entries == "0"
     assert not (run_dir / "work").exists()
-    assert sorted(p.name for p in run_dir.iterdir()) == ["exit", "output.log", "pid", "script"]
+    left = ["exit", "output.log", "pid", "resources.json", "script"]
+    assert sorted(p.name for p in run_dir.iterdir()) == left
 
 
 def test_read_only_dirs_in_work_dir_are_removed(harness: Harness) -> None:
@@ -206,7 +213,7 @@ def test_stop_kills_background_children(harness: Harness) -> None:
 
     runner.stop(1, grace_seconds=5)
 
-    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+    assert brief(next_exit(exits)) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
     wait_for(lambda: is_gone(background))
 
 
@@ -219,7 +226,7 @@ def test_stop_sends_sigkill_after_the_grace_to_what_ignores_sigterm(harness: Har
     stopped_at = time.monotonic()
     runner.stop(1, grace_seconds=0.5)
 
-    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGKILL, stopped=True)
+    assert brief(next_exit(exits)) == InstanceExit(1, 128 + signal.SIGKILL, stopped=True)
     assert time.monotonic() - stopped_at >= 0.5  # not killed before its grace
     wait_for(lambda: is_gone(stubborn))
 
@@ -245,7 +252,7 @@ def test_stop_lets_a_term_trap_clean_up_before_the_exit_is_reported(harness: Har
 
     runner.stop(1, grace_seconds=10)
 
-    assert next_exit(exits) == InstanceExit(1, 7, stopped=True)
+    assert brief(next_exit(exits)) == InstanceExit(1, 7, stopped=True)
     assert (harness.out / "cleanup").read_text() == "done\n"
 
 
@@ -254,7 +261,7 @@ def test_stop_right_after_start_ends_the_instance(harness: Harness) -> None:
     harness.start(runner, harness.launch(1, 1, "sleep 300"))
     runner.stop(1, grace_seconds=60)
 
-    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+    assert brief(next_exit(exits)) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
 
 
 def test_stop_is_idempotent_and_ignores_unknown_instances(harness: Harness) -> None:
@@ -275,7 +282,7 @@ def test_background_process_left_by_a_finished_script_is_killed(harness: Harness
     script = 'sleep 300 & echo $! > "$OUT/bg.pid"; exit 0'
     harness.start(runner, harness.launch(1, 1, script))
 
-    assert next_exit(exits) == InstanceExit(1, 0, stopped=False)
+    assert brief(next_exit(exits)) == InstanceExit(1, 0, stopped=False)
     wait_for(lambda: is_gone(read_pid(harness.out / "bg.pid")))
 
 
@@ -295,7 +302,7 @@ def test_recover_adopts_a_running_instance_and_reports_its_exit(harness: Harness
     assert new.recover(1, 1) == Recovered("running", pid=pid)  # not watched twice
     (harness.out / "go").touch()
 
-    assert next_exit(exits) == InstanceExit(1, 5, stopped=False)
+    assert brief(next_exit(exits)) == InstanceExit(1, 5, stopped=False)
     assert old_exits.empty()
     assert not (harness.run_dir(1, 1) / "work").exists()
     with pytest.raises(queue.Empty):
@@ -312,7 +319,7 @@ def test_recover_then_stop_an_adopted_instance(harness: Harness) -> None:
     assert new.recover(1, 1).state == "running"
     new.stop(1, grace_seconds=5)
 
-    assert next_exit(exits) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
+    assert brief(next_exit(exits)) == InstanceExit(1, 128 + signal.SIGTERM, stopped=True)
 
 
 def test_recover_reports_an_instance_that_exited_unwatched(harness: Harness) -> None:
@@ -325,7 +332,10 @@ def test_recover_reports_an_instance_that_exited_unwatched(harness: Harness) -> 
     os.waitpid(pid, 0)  # what init does once the old server is gone
 
     new, exits = harness.runner()
-    assert new.recover(1, 1) == Recovered("exited", exit_code=4)
+    recovered = new.recover(1, 1)
+    assert (recovered.state, recovered.exit_code) == ("exited", 4)
+    assert recovered.exit is not None
+    assert brief(recovered.exit) == InstanceExit(1, 4, stopped=False)
     with pytest.raises(queue.Empty):
         exits.get(timeout=0.3)
 
@@ -389,3 +399,134 @@ def test_remove_task_files_deletes_everything_of_the_task(harness: Harness) -> N
 
     assert not harness.run_dir(1, 1).parent.exists()
     assert runner.log_path(2, 2).read_text() == "hi\n"
+
+
+# --- a shared directory linked into the working directory -------------------------
+
+
+def test_shared_dir_entries_are_linked_into_the_work_dir(harness: Harness, tmp_path: Path) -> None:
+    shared = tmp_path / "package"
+    (shared / "lib").mkdir(parents=True)
+    (shared / "main.py").write_text("print(open('lib/data.txt').read().strip())\n")
+    (shared / "lib" / "data.txt").write_text("from the package\n")
+    for path in (shared / "lib", shared):
+        path.chmod(0o555)
+    runner, exits = harness.runner()
+    script = "python3 main.py; test -L main.py && test -L lib && echo linked; touch mine; ls"
+    launch = dataclasses.replace(harness.launch(1, 1, script), shared_dir=shared)
+    harness.start(runner, launch)
+
+    assert next_exit(exits).exit_code == 0
+    assert runner.log_path(1, 1).read_text() == "from the package\nlinked\nlib\nmain.py\nmine\n"
+    assert sorted(p.name for p in shared.iterdir()) == ["lib", "main.py"]  # left as it was
+    assert (shared / "lib" / "data.txt").read_text() == "from the package\n"
+    assert not (harness.run_dir(1, 1) / "work").exists()
+
+
+def test_a_missing_shared_dir_fails_the_start(harness: Harness, tmp_path: Path) -> None:
+    runner, _ = harness.runner()
+    launch = dataclasses.replace(harness.launch(1, 1, "exit 0"), shared_dir=tmp_path / "nope")
+
+    with pytest.raises(FileNotFoundError):
+        runner.start(launch)
+
+
+# --- the cleanup command, run once after the instance ends --------------------------
+
+
+def with_cleanup(launch: InstanceLaunch, out: Path, code: int = 0) -> InstanceLaunch:
+    """A cleanup that appends a line to out/cleaned and says so on its stdout."""
+    command = 'echo "cleaning up"; echo cleaned >> "$0"; exit "$1"'
+    cleanup = ("/bin/sh", "-c", command, str(out / "cleaned"), str(code))
+    return dataclasses.replace(launch, cleanup=cleanup)
+
+
+def cleaned_times(out: Path) -> int:
+    path = out / "cleaned"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_cleanup_runs_once_after_a_normal_end(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, with_cleanup(harness.launch(1, 1, "echo work"), harness.out, code=3))
+
+    assert next_exit(exits).exit_code == 0
+    wait_for(log_has(runner, 1, 1, "jobyard: cleanup /bin/sh exited with code 3"))
+    assert runner.log_path(1, 1).read_text().startswith("work\ncleaning up\n")
+    assert cleaned_times(harness.out) == 1
+    assert (harness.run_dir(1, 1) / "cleanup.json").exists() is False
+
+
+def test_cleanup_runs_after_a_stop(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, with_cleanup(harness.launch(1, 1, "sleep 300"), harness.out))
+    runner.stop(1, grace_seconds=5)
+
+    assert next_exit(exits).stopped
+    wait_for(lambda: cleaned_times(harness.out) == 1)
+
+
+def test_cleanup_never_holds_up_other_exits(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    release = harness.out / "release"
+    blocking = ("/bin/sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.02; done', str(release))
+    first = dataclasses.replace(harness.launch(1, 1, "exit 0"), cleanup=blocking)
+    harness.start(runner, first)
+    assert next_exit(exits).instance_id == 1
+
+    harness.start(runner, harness.launch(1, 2, "exit 0"))
+
+    assert next_exit(exits).instance_id == 2  # reported while the cleanup still waits
+    assert not release.exists()
+    release.touch()
+
+
+def test_cleanup_of_an_instance_that_ended_unwatched_runs_at_recover(harness: Harness) -> None:
+    old, _ = harness.runner()
+    launch = with_cleanup(harness.launch(1, 1, WAIT_FOR_GO.format(code=0)), harness.out)
+    pid = harness.start(old, launch)
+    read_pid(harness.run_dir(1, 1) / "pid")
+    old.close()
+    (harness.out / "go").touch()
+    wait_for((harness.run_dir(1, 1) / "exit").exists)
+    os.waitpid(pid, 0)
+    assert cleaned_times(harness.out) == 0  # nobody watched it end
+
+    new, _ = harness.runner()
+    assert new.recover(1, 1).state == "exited"
+    assert new.recover(1, 1).state == "exited"
+    wait_for(lambda: cleaned_times(harness.out) == 1)
+    new.close()  # waits for cleanups still running
+    assert cleaned_times(harness.out) == 1
+
+
+def test_cleanup_of_an_adopted_instance_runs_when_it_ends(harness: Harness) -> None:
+    old, _ = harness.runner()
+    launch = with_cleanup(harness.launch(1, 1, WAIT_FOR_GO.format(code=0)), harness.out)
+    harness.start(old, launch)
+    read_pid(harness.run_dir(1, 1) / "pid")
+    old.close()
+
+    new, exits = harness.runner()
+    assert new.recover(1, 1).state == "running"
+    (harness.out / "go").touch()
+
+    assert next_exit(exits).exit_code == 0
+    wait_for(lambda: cleaned_times(harness.out) == 1)
+
+
+def test_discard_task_runs_the_cleanup_of_its_instances(harness: Harness) -> None:
+    runner, _ = harness.runner()
+    harness.start(runner, with_cleanup(harness.launch(1, 1, "sleep 300"), harness.out))
+    harness.start(runner, harness.launch(1, 2, "sleep 300"))
+    read_pid(harness.run_dir(1, 1) / "pid")
+    read_pid(harness.run_dir(1, 2) / "pid")
+    runner.close()  # as at startup: a task the database no longer has
+
+    sweeper, exits = harness.runner()
+    sweeper.discard_task(1)
+
+    wait_for(lambda: cleaned_times(harness.out) == 1)
+    wait_for(lambda: all(is_gone(pid) for pid in harness.pids))
+    assert not harness.run_dir(1, 1).parent.exists()
+    assert exits.empty()

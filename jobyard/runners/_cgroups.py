@@ -1,0 +1,391 @@
+"""Per-instance cgroups: the template's limits, usage at the end, nothing left behind.
+
+Both cgroup v1 (memory, cpu and cpuacct, each mounted alone or co-mounted)
+and v2 (one unified tree). An instance's cgroups sit under the server's own
+cgroup, in ``jobyard/<key>/<instance_id>`` where the key names the data
+directory, so two servers on one host never share one. The instance's
+wrapper joins them before it runs anything, so every process the instance
+starts is inside, even one that left the process group with setsid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobyard.errors import JobyardError
+from jobyard.runners.base import Limits
+
+logger = logging.getLogger(__name__)
+
+# The controllers an instance needs; on v2 all three name the same directory.
+CONTROLLERS = ("memory", "cpu", "cpuacct")
+DEFAULT_PERIOD_US = 100_000
+MIN_QUOTA_US = 1_000  # the kernel refuses less
+KILL_WAIT_SECONDS = 2.0
+
+
+class CgroupUnavailable(JobyardError):
+    """No cgroup can be made for instances here; the message says why."""
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    """What a cgroup counted. ``oom_kills`` is None where the kernel has no counter."""
+
+    oom_kills: int | None
+    limit_hits: int
+    peak_memory_bytes: int | None
+    cpu_seconds: float | None
+
+
+@dataclass(frozen=True)
+class CgroupSet:
+    """One instance's cgroup directories, by controller."""
+
+    version: int
+    dirs: dict[str, Path]
+
+    @property
+    def unique_dirs(self) -> list[Path]:
+        return sorted(set(self.dirs.values()))
+
+    def procs_files(self) -> list[str]:
+        """The files the wrapper writes its pid into to join."""
+        return [str(path / "cgroup.procs") for path in self.unique_dirs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, **{c: str(p) for c, p in self.dirs.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CgroupSet:
+        return cls(int(data["version"]), {c: Path(data[c]) for c in CONTROLLERS})
+
+    def create(self, limits: Limits | None) -> None:
+        """Make the directories (replacing stale ones) and write the limits."""
+        self.remove_all()
+        try:
+            for path in self.unique_dirs:
+                _make_dirs(path.parent)  # gone if another runner on this data dir closed
+                path.mkdir()
+            if limits is not None:
+                self._apply(limits)
+        except OSError:
+            self.remove()
+            raise
+
+    def _apply(self, limits: Limits) -> None:
+        memory, cpu = self.dirs["memory"], self.dirs["cpu"]
+        if self.version == 1:
+            _write(memory / "memory.limit_in_bytes", limits.memory_bytes)
+            # Swap must not dodge the limit: memory+swap gets the same one.
+            _write_if_present(memory / "memory.memsw.limit_in_bytes", limits.memory_bytes)
+            period = _read_int(cpu / "cpu.cfs_period_us") or DEFAULT_PERIOD_US
+            _write(cpu / "cpu.cfs_quota_us", _quota(limits.cpu, period))
+        else:
+            _write(memory / "memory.max", limits.memory_bytes)
+            _write_if_present(memory / "memory.swap.max", 0)
+            _write(cpu / "cpu.max", f"{_quota(limits.cpu, DEFAULT_PERIOD_US)} {DEFAULT_PERIOD_US}")
+
+    def members(self) -> set[int]:
+        """Every process in the instance's cgroups."""
+        pids: set[int] = set()
+        for path in self.unique_dirs:
+            pids |= _read_pids(path / "cgroup.procs")
+        return pids
+
+    def signal(self, sig: int, reached: Callable[[int], bool] = lambda pid: False) -> int:
+        """Send ``sig`` to every member not ``reached`` already; returns how many there were.
+
+        Each pid is pinned with a pidfd and then checked to still be a member,
+        so a pid reused by a process outside the cgroup is never signalled.
+        """
+        listed = self.members()
+        pidfds: dict[int, int] = {}
+        for pid in listed:
+            with contextlib.suppress(OSError):
+                pidfds[pid] = os.pidfd_open(pid)
+        try:
+            still = self.members()
+            for pid, pidfd in pidfds.items():
+                if pid in still and not reached(pid):
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, sig)
+        finally:
+            for pidfd in pidfds.values():
+                os.close(pidfd)
+        return len(listed)
+
+    def kill_all(self, timeout: float = KILL_WAIT_SECONDS) -> bool:
+        """SIGKILL members until none is left; False if some outlived ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.version == 2:
+                _write_if_present(self.dirs["memory"] / "cgroup.kill", 1)
+            if not self.signal(signal.SIGKILL):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+    def usage(self) -> CgroupUsage:
+        memory, cpuacct = self.dirs["memory"], self.dirs["cpuacct"]
+        if self.version == 1:
+            oom = _read_keyed(memory / "memory.oom_control").get("oom_kill")
+            usage_ns = _read_int(cpuacct / "cpuacct.usage")
+            return CgroupUsage(
+                oom_kills=oom,
+                limit_hits=_read_int(memory / "memory.failcnt") or 0,
+                peak_memory_bytes=_read_int(memory / "memory.max_usage_in_bytes"),
+                cpu_seconds=None if usage_ns is None else usage_ns / 1e9,
+            )
+        events = _read_keyed(memory / "memory.events")
+        usage_us = _read_keyed(cpuacct / "cpu.stat").get("usage_usec")
+        return CgroupUsage(
+            oom_kills=events.get("oom_kill"),
+            limit_hits=events.get("max", 0),
+            peak_memory_bytes=_read_int(memory / "memory.peak"),
+            cpu_seconds=None if usage_us is None else usage_us / 1e6,
+        )
+
+    def remove_all(self) -> None:
+        """Kill whatever is inside, then remove the directories (if they exist)."""
+        if any(path.is_dir() for path in self.unique_dirs):
+            if not self.kill_all():
+                logger.warning("processes in %s would not die", self.unique_dirs[0])
+            self.remove()
+
+    def remove(self) -> None:
+        for path in self.unique_dirs:
+            _rmdir(path)
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Where this server makes instance cgroups: a parent directory per controller."""
+
+    version: int
+    bases: dict[str, Path]
+
+    @property
+    def mode(self) -> str:
+        return f"cgroup-v{self.version}"
+
+    def cgroups_of(self, instance_id: int) -> CgroupSet:
+        return CgroupSet(self.version, {c: b / str(instance_id) for c, b in self.bases.items()})
+
+    def probe(self) -> None:
+        """Make the parents and one throwaway cgroup with limits, or raise CgroupUnavailable."""
+        try:
+            for base in set(self.bases.values()):
+                _make_dirs(base)
+            probe = CgroupSet(self.version, {c: b / "probe" for c, b in self.bases.items()})
+            probe.create(Limits(cpu=0.5, memory_bytes=64 * 1024 * 1024))
+            probe.remove()
+        except OSError as err:
+            base = self.bases["memory"]
+            raise CgroupUnavailable(f"cannot make cgroups under {base}: {err}") from None
+
+    def remove_bases(self) -> None:
+        """Remove the parents if nothing is left in them (another server may share ``jobyard``)."""
+        for base in set(self.bases.values()):
+            for path in (base, base.parent):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
+
+def discover(key: str) -> Hierarchy:
+    """The hierarchy instances get on this host, or raise CgroupUnavailable."""
+    v1_mounts, v2_mount = _cgroup_mounts()
+    own = _own_cgroups()
+    if all(c in v1_mounts for c in CONTROLLERS):
+        bases = {c: _dir_of(v1_mounts[c], own.get(c, "/")) / "jobyard" / key for c in CONTROLLERS}
+        hierarchy = Hierarchy(1, bases)
+    elif v2_mount is not None:
+        base = _delegated_v2(_dir_of(v2_mount, own.get("", "/"))) / key
+        _enable_controllers(base.parent)
+        base.mkdir(exist_ok=True)
+        _enable_controllers(base)
+        hierarchy = Hierarchy(2, dict.fromkeys(CONTROLLERS, base))
+    else:
+        raise CgroupUnavailable(
+            "neither cgroup v1 memory, cpu and cpuacct controllers nor a cgroup v2 tree is mounted"
+        )
+    hierarchy.probe()
+    return hierarchy
+
+
+# -- discovery -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Mount:
+    path: Path  # the mount point
+    root: str  # the cgroup shown at the mount point
+
+
+def _cgroup_mounts() -> tuple[dict[str, _Mount], _Mount | None]:
+    """v1 mounts by controller, and the first v2 mount, from /proc/self/mountinfo."""
+    v1: dict[str, _Mount] = {}
+    v2: _Mount | None = None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        mount = _Mount(Path(_unescape(fields[4])), _unescape(fields[3]))
+        if tail[0] == "cgroup2" and v2 is None:
+            v2 = mount
+        elif tail[0] == "cgroup":
+            for option in tail[2].split(","):
+                if option in CONTROLLERS:
+                    v1.setdefault(option, mount)
+    return v1, v2
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per v1 controller, and under "" its v2 cgroup."""
+    own: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            own[controller] = path
+    return own
+
+
+def _dir_of(mount: _Mount, cgroup: str) -> Path:
+    if mount.root != "/" and cgroup.startswith(mount.root):
+        cgroup = cgroup[len(mount.root) :]
+    return mount.path / cgroup.lstrip("/")
+
+
+def _delegated_v2(own: Path) -> Path:
+    """``own/jobyard`` with memory and cpu enabled for its children.
+
+    v2 forbids controllers in the children of a cgroup that holds processes
+    (the root aside). A server alone in its cgroup (a systemd service with
+    Delegate=yes) moves itself into a leaf to free it; otherwise give up.
+    """
+    available = _read_text(own / "cgroup.controllers").split()
+    missing = [c for c in ("memory", "cpu") if c not in available]
+    if missing:
+        raise CgroupUnavailable(f"cgroup v2 controllers {missing} are not available in {own}")
+    try:
+        _enable_controllers(own)
+    except OSError as err:
+        if err.errno != errno.EBUSY:
+            raise CgroupUnavailable(f"cannot enable controllers in {own}: {err}") from None
+        if _read_pids(own / "cgroup.procs") != {os.getpid()}:
+            raise CgroupUnavailable(
+                f"{own} holds other processes besides the server; give the server its own "
+                "cgroup (systemd: Delegate=yes)"
+            ) from None
+        leaf = own / "jobyard-server"
+        with contextlib.suppress(FileExistsError):
+            leaf.mkdir()
+        _write(leaf / "cgroup.procs", os.getpid())
+        _enable_controllers(own)
+    parent = own / "jobyard"
+    parent.mkdir(exist_ok=True)
+    return parent
+
+
+def _enable_controllers(path: Path) -> None:
+    try:
+        _write(path / "cgroup.subtree_control", "+memory +cpu")
+    except PermissionError as err:
+        raise CgroupUnavailable(f"cannot enable controllers in {path}: {err}") from None
+
+
+def _unescape(text: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def _quota(cpu: float, period_us: int) -> int:
+    return max(MIN_QUOTA_US, round(cpu * period_us))
+
+
+def _write(path: Path, value: object) -> None:
+    # One write() per value: cgroup files take a value per write call.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _write_if_present(path: Path, value: object) -> None:
+    """Write an optional file (swap accounting, cgroup.kill): absent or refused is fine."""
+    try:
+        _write(path, value)
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.EINVAL, errno.EACCES, errno.EPERM):
+            raise
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(_read_text(path).split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _read_pids(path: Path) -> set[int]:
+    return {int(word) for word in _read_text(path).split()}
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed file ("name value" lines: memory.events, cpu.stat, oom_control)."""
+    values: dict[str, int] = {}
+    for line in _read_text(path).splitlines():
+        name, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[name] = int(value)
+    return values
+
+
+def _make_dirs(path: Path, attempts: int = 5) -> None:
+    """mkdir -p, again if another server removed the shared ``jobyard`` parent meanwhile."""
+    for attempt in range(attempts):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
+def _rmdir(path: Path, attempts: Iterable[float] = (0.0, 0.01, 0.05, 0.1, 0.2)) -> None:
+    """Remove a cgroup; members that just died may keep it busy for a moment."""
+    for pause in attempts:
+        time.sleep(pause)
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                logger.warning("cannot remove cgroup %s: %s", path, err)
+                return
+    logger.warning("cgroup %s is still busy; left in place", path)

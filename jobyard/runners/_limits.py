@@ -1,0 +1,232 @@
+"""Enforcing each instance's CPU and memory, and measuring what it used.
+
+The mode is chosen once, when the runner starts:
+
+- ``cgroup-v2`` / ``cgroup-v1``: a cgroup per instance (see ``_cgroups``) with
+  the template's CPU quota and memory limit; the kernel enforces both and
+  counts peak memory, CPU time and OOM kills. Whatever is left in the cgroup
+  when the instance ends is killed.
+- ``psutil``: no cgroup can be made; a thread samples each process tree (see
+  ``_memwatch``) and kills it past its memory limit. CPU is not throttled.
+- ``off``: nothing is enforced or measured.
+
+What an instance got is written to ``resources.json`` in its run directory,
+so a restarted server finds its cgroups (or its memory limit) again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage, Hierarchy, discover
+from jobyard.runners._memwatch import MemoryWatch
+from jobyard.runners.base import Limits
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = ("auto", "cgroup", "psutil", "off")
+RESOURCES_FILE = "resources.json"
+_OOM_EXIT = 128 + signal.SIGKILL
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an instance used, and whether it was killed for passing its memory limit."""
+
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
+class InstanceResources:
+    """One instance's share: what its wrapper joins, how to signal it, what it used.
+
+    This base is the ``off`` mode: nothing is enforced or measured.
+    """
+
+    def __init__(self, memory_limit_bytes: int | None) -> None:
+        self.memory_limit_bytes = memory_limit_bytes
+
+    def join_files(self) -> list[str]:
+        """Files the wrapper writes its pid into before it runs the instance's command."""
+        return []
+
+    def started(self, pid: int) -> None:
+        """The wrapper runs as ``pid``."""
+
+    def signal(self, sig: int, reached: Callable[[int], bool]) -> None:
+        """Signal the processes of the instance this mode knows of, but those ``reached``."""
+
+    def finish(self, exit_code: int | None, rusage: resource.struct_rusage | None) -> Usage:
+        """The instance has ended: kill what is left of it and say what it used."""
+        return Usage()
+
+
+class CgroupResources(InstanceResources):
+    def __init__(self, cgroups: CgroupSet, memory_limit_bytes: int | None) -> None:
+        super().__init__(memory_limit_bytes)
+        self.cgroups = cgroups
+
+    def join_files(self) -> list[str]:
+        return self.cgroups.procs_files()
+
+    def signal(self, sig: int, reached: Callable[[int], bool]) -> None:
+        self.cgroups.signal(sig, reached)
+
+    def finish(self, exit_code: int | None, rusage: resource.struct_rusage | None) -> Usage:
+        # Counters are read after the kill (so they include the leftovers) and
+        # before the removal (which loses them).
+        if not self.cgroups.kill_all():
+            logger.warning("processes in %s would not die", self.cgroups.unique_dirs[0])
+        counted = self.cgroups.usage()
+        self.cgroups.remove()
+        oom = _oom_killed(counted, exit_code)
+        return Usage(oom, counted.peak_memory_bytes, counted.cpu_seconds)
+
+
+def _oom_killed(counted: CgroupUsage, exit_code: int | None) -> bool:
+    """An instance that exits 0 succeeded, even if the kernel killed one of its children."""
+    if exit_code == 0:
+        return False
+    if counted.oom_kills is not None:
+        return counted.oom_kills > 0
+    return counted.limit_hits > 0 and exit_code == _OOM_EXIT
+
+
+class TreeResources(InstanceResources):
+    def __init__(self, watch: MemoryWatch, instance_id: int, memory_limit_bytes: int | None):
+        super().__init__(memory_limit_bytes)
+        self.watch = watch
+        self.instance_id = instance_id
+
+    def started(self, pid: int) -> None:
+        self.watch.add(self.instance_id, pid, self.memory_limit_bytes)
+
+    def signal(self, sig: int, reached: Callable[[int], bool]) -> None:
+        self.watch.signal(self.instance_id, sig, reached)
+
+    def finish(self, exit_code: int | None, rusage: resource.struct_rusage | None) -> Usage:
+        tree = self.watch.finish(self.instance_id)
+        peak = tree.peak_memory_bytes if tree else None
+        cpu = tree.cpu_seconds if tree else None
+        if rusage is not None:
+            # Exact for the wrapper and every process it waited for (samples miss
+            # the last moments); the samples add what escaped the waiting.
+            peak = max(peak or 0, rusage.ru_maxrss * 1024)
+            cpu = max(cpu or 0.0, rusage.ru_utime + rusage.ru_stime)
+        oom = tree is not None and tree.killed_for_memory and exit_code != 0
+        return Usage(oom, peak, cpu)
+
+
+class ResourceLimits:
+    """Chooses the mode when the runner starts; makes each instance's InstanceResources."""
+
+    def __init__(self, setting: str, data_dir: Path) -> None:
+        if setting not in SETTINGS:
+            raise ValueError(f"resource limits must be one of {', '.join(SETTINGS)}: {setting!r}")
+        self._hierarchy: Hierarchy | None = None
+        self._watch: MemoryWatch | None = None
+        if setting in ("auto", "cgroup"):
+            self._hierarchy = _hierarchy_or_none(setting, data_dir)
+        if self._hierarchy is not None:
+            self.mode = self._hierarchy.mode
+            where = self._hierarchy.bases["memory"]
+            logger.info("resource limits: %s (instance cgroups under %s)", self.mode, where)
+        elif setting == "off":
+            self.mode = "off"
+            logger.info("resource limits: off (instances are neither limited nor measured)")
+        else:
+            self._watch = MemoryWatch()
+            self.mode = "psutil"
+            logger.info("resource limits: psutil (memory is watched; CPU is not throttled)")
+
+    def prepare(self, run_dir: Path, instance_id: int, limits: Limits | None) -> InstanceResources:
+        """Make the instance's share before its wrapper starts."""
+        memory = limits.memory_bytes if limits else None
+        cgroups = self._hierarchy.cgroups_of(instance_id) if self._hierarchy else None
+        # Recorded first: a server that dies next still finds the cgroups to remove.
+        _write_record(run_dir, limits, cgroups)
+        if cgroups is not None:
+            cgroups.create(limits)
+        return self._resources(instance_id, memory, cgroups)
+
+    def adopt(self, run_dir: Path, instance_id: int, pid: int) -> InstanceResources:
+        """The share of an instance an earlier server started, still running as ``pid``."""
+        memory, cgroups = _read_record(run_dir)
+        resources = self._resources(instance_id, memory, cgroups)
+        resources.started(pid)
+        return resources
+
+    def collect(self, run_dir: Path, exit_code: int | None) -> Usage:
+        """What an instance that ended while no server watched used; its cgroups go."""
+        memory, cgroups = _read_record(run_dir)
+        if cgroups is None:
+            return Usage()
+        return CgroupResources(cgroups, memory).finish(exit_code, None)
+
+    def discard(self, run_dir: Path) -> None:
+        """Kill whatever is in the instance's cgroups and remove them."""
+        _, cgroups = _read_record(run_dir)
+        if cgroups is not None:
+            cgroups.remove_all()
+
+    def memory_limit(self, run_dir: Path) -> int | None:
+        return _read_record(run_dir)[0]
+
+    def close(self) -> None:
+        """Stop watching (instances keep their cgroups: a new server adopts them)."""
+        if self._watch is not None:
+            self._watch.close()
+        if self._hierarchy is not None:
+            self._hierarchy.remove_bases()
+
+    def _resources(
+        self, instance_id: int, memory: int | None, cgroups: CgroupSet | None
+    ) -> InstanceResources:
+        if cgroups is not None:
+            return CgroupResources(cgroups, memory)
+        if self._watch is not None:
+            return TreeResources(self._watch, instance_id, memory)
+        return InstanceResources(memory)
+
+
+def _hierarchy_or_none(setting: str, data_dir: Path) -> Hierarchy | None:
+    # Named after the data directory: servers on one host never share a cgroup.
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    try:
+        return discover(key)
+    except (CgroupUnavailable, OSError) as err:
+        if setting == "cgroup":
+            raise CgroupUnavailable(f"resource limits 'cgroup' asked for, but {err}") from None
+        logger.info("no cgroups for instances here: %s", err)
+        return None
+
+
+def _write_record(run_dir: Path, limits: Limits | None, cgroups: CgroupSet | None) -> None:
+    record = {
+        "cpu": limits.cpu if limits else None,
+        "memory_bytes": limits.memory_bytes if limits else None,
+        "cgroups": cgroups.to_json() if cgroups else None,
+    }
+    (run_dir / RESOURCES_FILE).write_text(json.dumps(record))
+
+
+def _read_record(run_dir: Path) -> tuple[int | None, CgroupSet | None]:
+    """The memory limit and cgroups an instance was given; none if not recorded."""
+    try:
+        record = json.loads((run_dir / RESOURCES_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    memory = record.get("memory_bytes")
+    cgroups = None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        cgroups = CgroupSet.from_json(record["cgroups"])
+    return (memory if isinstance(memory, int) else None), cgroups
