@@ -73,6 +73,7 @@ class Controller:
     def stop(self) -> None:
         self._inbox.put(_STOP)
         self._thread.join(timeout=30)
+        self._spawner.close()
 
     def wake(self) -> None:
         self._inbox.put(_WAKE)

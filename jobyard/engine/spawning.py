@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,12 +39,21 @@ class Turn:
     changed: bool = False
 
 
+# Processes are spawned by a few threads at once: preparing a run directory and
+# posix_spawn spend most of their time outside the GIL, in the kernel.
+SPAWN_THREADS = 4
+
+
 class Spawner:
     def __init__(self, store: Store, runner: Runner, clock: Clock, launcher: Launcher) -> None:
         self._store = store
         self._runner = runner
         self._clock = clock
         self._launcher = launcher
+        self._pool = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="jobyard-spawn")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def write_action(
         self,
@@ -120,6 +130,7 @@ class Spawner:
         """Start what can start; True when some instance failed without starting
         (its task has a decision to make at once: retry or end)."""
         outcome = Spawned()
+        launches: list[tuple[Task, Instance, InstanceLaunch]] = []
         for task, instance in to_spawn:
             try:
                 launch = self._launcher.build(task, instance)
@@ -130,11 +141,17 @@ class Spawner:
             elif isinstance(launch, CannotLaunch):
                 outcome.failed.append((task, instance, launch))
             else:
-                self._start(task, instance, launch, outcome)
+                launches.append((task, instance, launch))
+        if len(launches) == 1:
+            self._start(launches[0], outcome)
+        else:
+            list(self._pool.map(lambda launch: self._start(launch, outcome), launches))
         self._record_starts(outcome)
         return bool(outcome.failed)
 
-    def _start(self, task: Task, instance: Instance, launch: InstanceLaunch, out: Spawned) -> None:
+    def _start(self, item: tuple[Task, Instance, InstanceLaunch], out: Spawned) -> None:
+        """Start one instance (any spawn thread); list.append is atomic."""
+        task, instance, launch = item
         try:
             pid = self._runner.start(launch)
         except (OSError, JobyardError) as err:

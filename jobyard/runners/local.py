@@ -91,18 +91,23 @@ class LocalRunner:
         env = instance_env(launch.env, run_dir / "work")
         with self._lock:
             self._check_open()
-            self._prepare(run_dir, launch)
-            if launch.payload is not None:
-                env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
-            argv = [str(run_dir / "script") if arg == SCRIPT_PATH else arg for arg in launch.argv]
-            resources = self._limits.prepare(run_dir, launch.instance_id, launch.limits)
-            try:
-                pid = spawn_wrapper(run_dir, argv, env, resources.join_files())
-                pidfd = _pidfd_of_child(pid)
-            except BaseException:
-                resources.finish(None, None)  # removes its cgroups
-                raise
-            resources.started(pid)
+        # Outside the lock, so that several threads can start instances at once:
+        # each has its own run directory, which _prepare creates exclusively.
+        self._prepare(run_dir, launch)
+        if launch.payload is not None:
+            env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
+        argv = [str(run_dir / "script") if arg == SCRIPT_PATH else arg for arg in launch.argv]
+        resources = self._limits.prepare(run_dir, launch.instance_id, launch.limits)
+        try:
+            pid = spawn_wrapper(run_dir, argv, env, resources.join_files())
+            pidfd = _pidfd_of_child(pid)
+        except BaseException:
+            resources.finish(None, None)  # removes its cgroups
+            raise
+        resources.started(pid)
+        with self._lock:
+            # Closed meanwhile: the watcher declines it (closing the pidfd) and
+            # the instance runs on, for the next server to adopt.
             self._watch(launch.instance_id, pid, pidfd, run_dir, resources, adopted=False)
         logger.debug("instance %s started as pid %s", launch.instance_id, pid)
         return pid
