@@ -36,10 +36,11 @@ STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
 # - The trap runs a command (it does not ignore the signal) so the command
 #   starts with default dispositions, and the wrapper outlives a group-wide
 #   SIGTERM to wait for the command and record its code.
-# - A SIGTERM that lands in the forked child before it execs is swallowed by the
-#   wrapper's inherited handler. So the command starts through a fresh /bin/sh
-#   (default handlers from its exec on) that first looks for the marker that
-#   terminate_tree leaves before signalling: a stop is never lost nor doubled.
+# - The command starts from a subshell, where caught traps are back to their
+#   defaults. A SIGTERM that lands in the forked child before that reset is
+#   swallowed by the inherited handler, so the subshell first looks for the
+#   marker that terminate_tree leaves before signalling: a stop is never lost
+#   nor doubled. (A subshell, not a fresh /bin/sh: one exec less per start.)
 # - OLDPWD would leak the server's working directory into the instance.
 # - /bin/mv by absolute path: the instance's PATH may not contain it.
 _WRAPPER_SCRIPT = f"""\
@@ -60,7 +61,7 @@ if [ -n "$unjoined" ]; then
   echo "jobyard: cannot join the instance's cgroup ($unjoined)" >&2
   code=125
 else
-  /bin/sh -c '[ -e "$0/{STOP_MARKER}" ] && exit 143; exec "$@"' "$dir" "$@"
+  ( [ -e "$dir/{STOP_MARKER}" ] && exit 143; exec "$@" )
   code=$?
 fi
 echo "$code" > "$dir/exit.tmp" && /bin/mv -f "$dir/exit.tmp" "$dir/exit"
