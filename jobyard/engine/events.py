@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Connection
@@ -22,7 +23,18 @@ def template_event(
     severity: Severity = Severity.NORMAL,
     source_type: SourceType = SourceType.TEMPLATE,
 ) -> None:
-    event = NewEvent(
+    _add(conn, new_template_event(template, reason, message, severity, source_type), now)
+
+
+def new_template_event(
+    template: Template,
+    reason: str,
+    message: str,
+    severity: Severity = Severity.NORMAL,
+    source_type: SourceType = SourceType.TEMPLATE,
+) -> NewEvent:
+    """A template's event, to be stored with others by ``add_events``."""
+    return NewEvent(
         source_type=source_type,
         source_name=template.name,
         reason=reason,
@@ -32,7 +44,27 @@ def template_event(
         template_name=template.name,
         template_id=template.id,
     )
-    _add(conn, event, now)
+
+
+def new_task_event(
+    template: Template,
+    task_id: int,
+    reason: str,
+    message: str,
+    severity: Severity = Severity.NORMAL,
+) -> NewEvent:
+    """A task's event when only its template and id are at hand (a task just inserted)."""
+    return NewEvent(
+        source_type=SourceType.TASK,
+        source_name=f"{template.name}/task-{task_id}",
+        reason=reason,
+        message=message,
+        severity=severity,
+        namespace=template.namespace,
+        template_name=template.name,
+        template_id=template.id,
+        task_id=task_id,
+    )
 
 
 def task_event(
@@ -84,7 +116,18 @@ def _of_task(
     )
 
 
+def add_events(conn: Connection, events: Sequence[NewEvent], now: datetime) -> None:
+    """Log and store many events with one statement."""
+    for event in events:
+        _log(event)
+    event_store.add_events(conn, events, now)
+
+
 def _add(conn: Connection, event: NewEvent, now: datetime) -> None:
+    _log(event)
+    event_store.add_event(conn, event, now)
+
+
+def _log(event: NewEvent) -> None:
     level = logging.INFO if event.severity is Severity.NORMAL else logging.WARNING
     logger.log(level, "%s %s: %s", event.reason, event.source_name, event.message)
-    event_store.add_event(conn, event, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from jobyard.domain import Reason, Severity, Task, Template, TriggerKind
-from jobyard.engine.events import task_event, template_event
+from jobyard.engine.events import add_events, new_task_event, task_event, template_event
 from jobyard.errors import ConcurrencyForbidden
 from jobyard.planning import instance_count
 from jobyard.spec import RunOverrides
@@ -63,8 +64,75 @@ def launch_task(
         assert found is not None
         return Launched(found, created=False)
     task = task_store.get_task(conn, task_id)
-    task_event(conn, task, Reason.TASK_CREATED, _created_message(task), now)
+    message = _created_message(task.trigger, task.instance_count, task.scheduled_time)
+    task_event(conn, task, Reason.TASK_CREATED, message, now)
     return Launched(task, created=True)
+
+
+def launch_scheduled(
+    conn: Connection, firings: Sequence[tuple[Template, datetime]], now: datetime
+) -> int:
+    """Create the cron tasks of many templates in the caller's transaction; return how many.
+
+    ``firings`` pairs each template (read under its row lock) with the scheduled time to
+    fire. Templates whose concurrency policy is Allow need no look at their active tasks:
+    they are inserted together, one statement for the tasks and one for their events. The
+    others go one by one through ``launch_task``, which applies Forbid or Replace. A
+    (template, scheduled time) that already has a task makes none: another replica or an
+    earlier run recorded it.
+    """
+    created = 0
+    allowed = []
+    for template, fire_at in firings:
+        if template.spec.concurrency_policy == "Allow":
+            allowed.append((template, fire_at))
+        else:
+            created += _launch_scheduled_one(conn, template, fire_at, now)
+    return created + _launch_scheduled_together(conn, allowed, now)
+
+
+def _launch_scheduled_one(
+    conn: Connection, template: Template, fire_at: datetime, now: datetime
+) -> int:
+    request = TaskRequest(trigger=TriggerKind.CRON, scheduled_time=fire_at)
+    try:
+        with conn.begin_nested():
+            return int(launch_task(conn, template, request, now).created)
+    except ConcurrencyForbidden as err:
+        record_forbidden(conn, template, err, now)
+        return 0
+
+
+def _launch_scheduled_together(
+    conn: Connection, firings: Sequence[tuple[Template, datetime]], now: datetime
+) -> int:
+    if not firings:
+        return 0
+    overrides = _overrides(TaskRequest(trigger=TriggerKind.CRON))
+    news = [
+        task_store.NewTask(
+            template_id=template.id,
+            template_version=template.version,
+            trigger=TriggerKind.CRON,
+            overrides=overrides,
+            instance_count=instance_count(template.spec, None),
+            scheduled_time=fire_at,
+        )
+        for template, fire_at in firings
+    ]
+    task_ids = task_store.insert_scheduled_tasks(conn, news, now)
+    events = [
+        new_task_event(
+            template,
+            task_ids[template.id],
+            Reason.TASK_CREATED,
+            _created_message(TriggerKind.CRON, new.instance_count, new.scheduled_time),
+        )
+        for (template, _), new in zip(firings, news, strict=True)
+        if template.id in task_ids
+    ]
+    add_events(conn, events, now)
+    return len(task_ids)
 
 
 def _overrides(request: TaskRequest) -> dict[str, Any]:
@@ -98,10 +166,10 @@ def _apply_policy(conn: Connection, template: Template, now: datetime) -> None:
             task_event(conn, task, Reason.REPLACED, "replaced by a newer task", now)
 
 
-def _created_message(task: Task) -> str:
-    text = f"{task.trigger.value} task with {task.instance_count} instance(s)"
-    if task.scheduled_time is not None:
-        text += f", scheduled for {task.scheduled_time.isoformat()}"
+def _created_message(trigger: TriggerKind, count: int, scheduled_time: datetime | None) -> str:
+    text = f"{trigger.value} task with {count} instance(s)"
+    if scheduled_time is not None:
+        text += f", scheduled for {scheduled_time.isoformat()}"
     return text
 
 

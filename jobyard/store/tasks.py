@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +22,7 @@ from jobyard.domain import (
     TriggerKind,
 )
 from jobyard.errors import NotFound
+from jobyard.store.bulk import insert_rows
 from jobyard.store.tables import instances, tasks, templates
 
 _TASK_COLUMNS = (tasks, templates.c.namespace, templates.c.name.label("template_name"))
@@ -95,7 +95,7 @@ def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
 def insert_scheduled_tasks(
     conn: Connection, news: Sequence[NewTask], now: datetime
 ) -> dict[str, int]:
-    """Insert many pending tasks with a scheduled time in one statement.
+    """Insert many pending tasks with a scheduled time in one statement (store/bulk.py).
 
     A task whose (template, scheduled time) already exists is left out (``ON CONFLICT DO
     NOTHING``: another replica recorded it). Returns the new task ids by template id, so
@@ -120,18 +120,14 @@ def insert_scheduled_tasks(
         }
         for new in news
     ]
-    insert = _dialect_insert(conn)(tasks).on_conflict_do_nothing(
-        index_elements=[tasks.c.template_id, tasks.c.scheduled_time]
+    inserted = insert_rows(
+        conn,
+        tasks,
+        rows,
+        returning=[tasks.c.id, tasks.c.template_id],
+        skip_conflicts_on=[tasks.c.template_id, tasks.c.scheduled_time],
     )
-    result = conn.execute(insert.returning(tasks.c.id, tasks.c.template_id), rows)
-    return {row.template_id: int(row.id) for row in result}
-
-
-def _dialect_insert(conn: Connection) -> Any:
-    # ON CONFLICT is spelled the same on both, but lives in each dialect's own insert().
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert
-    return sqlite.insert
+    return {row.template_id: int(row.id) for row in inserted}
 
 
 def find_task_by_key(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,25 +57,28 @@ def delete_namespace(conn: Connection, name: str) -> None:
     conn.execute(namespaces.delete().where(namespaces.c.name == name))
 
 
-def _current_spec_join() -> sa.Select[Any]:
-    joined = templates.join(
+def _with_current_version() -> sa.Join:
+    return templates.join(
         template_versions,
         sa.and_(
             template_versions.c.template_id == templates.c.id,
             template_versions.c.version == templates.c.version,
         ),
     )
-    return sa.select(templates, template_versions.c.spec).select_from(joined)
 
 
-def _template(row: Row[Any]) -> Template:
+def _current_spec_join() -> sa.Select[Any]:
+    return sa.select(templates, template_versions.c.spec).select_from(_with_current_version())
+
+
+def _template(row: Row[Any], spec: TemplateSpec | None = None) -> Template:
     m = row._mapping
     return Template(
         id=m["id"],
         namespace=m["namespace"],
         name=m["name"],
         version=m["version"],
-        spec=parse_spec(m["spec"]),
+        spec=parse_spec(m["spec"]) if spec is None else spec,
         suspended=bool(m["suspended"]),
         created_at=m["created_at"],
         updated_at=m["updated_at"],
@@ -229,6 +232,73 @@ def locked_template(conn: Connection, namespace: str, name: str) -> Template:
 def locked_template_by_id(conn: Connection, template_id: str) -> Template:
     lock_template(conn, template_id)
     return get_template_by_id(conn, template_id)
+
+
+def locked_templates_by_ids(
+    conn: Connection,
+    template_ids: Sequence[str],
+    parsed: Mapping[str, tuple[int, TemplateSpec]] | None = None,
+) -> list[Template]:
+    """Read many templates at once under their row locks, in id order; missing ids are left out.
+
+    On PostgreSQL the rows are locked with ``SELECT ... FOR NO KEY UPDATE``: the lock an
+    UPDATE of the row takes (``lock_template``), so this serialises with every launch and
+    edit, yet not with inserts of rows that refer to the template (tasks, events), which
+    only share its key. Rows are locked in id order, so two callers locking overlapping
+    sets cannot deadlock. SQLite's write transaction already excludes every other writer.
+
+    ``parsed`` holds specs the caller parsed before, by template id with their version:
+    versions never change, so only the specs missing from it (or of another version) are
+    read and parsed.
+    """
+    if not template_ids:
+        return []
+    query = (
+        sa.select(templates)
+        .where(templates.c.id.in_(list(template_ids)))
+        .order_by(templates.c.id)
+        .with_for_update(key_share=True)
+    )
+    rows = conn.execute(query).all()
+    known = parsed or {}
+    specs = {row.id: _spec_of_version(known, row.id, row.version) for row in rows}
+    read = current_specs(conn, [i for i, spec in specs.items() if spec is None])
+    return [_template(row, specs[row.id] or read[row.id][1]) for row in rows]
+
+
+def _spec_of_version(
+    known: Mapping[str, tuple[int, TemplateSpec]], template_id: str, version: int
+) -> TemplateSpec | None:
+    found = known.get(template_id)
+    return found[1] if found is not None and found[0] == version else None
+
+
+def current_specs(
+    conn: Connection, template_ids: Sequence[str]
+) -> dict[str, tuple[int, TemplateSpec]]:
+    """The current (version, spec) of each template; missing ids are left out."""
+    if not template_ids:
+        return {}
+    query = (
+        sa.select(templates.c.id, templates.c.version, template_versions.c.spec)
+        .select_from(_with_current_version())
+        .where(templates.c.id.in_(list(template_ids)))
+    )
+    # Fetch every row before parsing any: a spec that fails to parse must not leave the
+    # cursor open, holding SQLite's read snapshot on a pooled connection.
+    rows = conn.execute(query).all()
+    return {row.id: (row.version, parse_spec(row.spec)) for row in rows}
+
+
+def set_next_fires(conn: Connection, next_fires: Sequence[tuple[str, datetime | None]]) -> None:
+    """Set many templates' next fire times: one UPDATE per distinct time, not one per template."""
+    by_time: dict[datetime | None, list[str]] = {}
+    for template_id, next_fire_at in next_fires:
+        by_time.setdefault(next_fire_at, []).append(template_id)
+    for next_fire_at, ids in by_time.items():
+        conn.execute(
+            templates.update().where(templates.c.id.in_(ids)).values(next_fire_at=next_fire_at)
+        )
 
 
 def list_versions(conn: Connection, template_id: str) -> list[TemplateVersion]:
