@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 _WAKE = object()
 ORPHAN_FILE_GRACE = 5.0  # seconds after the kill grace before files go regardless
+# Queued tasks one turn considers beyond every running one: a backlog of
+# thousands must not make each turn (one per exit) read them all.
+PENDING_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class Controller:
     def _plan_and_write(self) -> Turn:
         now = self._clock.now()
         with self._store.read() as conn:
-            active = task_store.active_tasks(conn)
+            active = task_store.tasks_to_reconcile(conn, PENDING_WINDOW)
             by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
         turn = Turn(to_spawn=[], to_stop=[])
         plans = [self._plan_one(task, by_task[task.id], now, turn) for task in active]

@@ -176,6 +176,29 @@ def active_tasks(conn: Connection, template_id: str | None = None) -> list[Task]
     return [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
 
 
+def tasks_to_reconcile(conn: Connection, pending_window: int) -> list[Task]:
+    """Every running or ending task, and the oldest ``pending_window`` pending ones.
+
+    Bounds a controller turn when a backlog of queued tasks builds up: the
+    others wait their turn, in order (their timeouts are checked once they
+    are in the window).
+    """
+    head = (
+        sa.select(tasks.c.id)
+        .where(tasks.c.status == TaskStatus.PENDING.value)
+        .order_by(tasks.c.id)
+        .limit(pending_window)
+    )
+    query = _task_select().where(
+        sa.or_(
+            tasks.c.status == TaskStatus.RUNNING.value,
+            sa.and_(tasks.c.status == TaskStatus.PENDING.value, tasks.c.ending_reason.is_not(None)),
+            tasks.c.id.in_(head.scalar_subquery()),
+        )
+    )
+    return [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
+
+
 def task_ids_of_template(conn: Connection, template_id: str) -> list[int]:
     query = sa.select(tasks.c.id).where(tasks.c.template_id == template_id)
     return [row.id for row in conn.execute(query)]

@@ -144,3 +144,20 @@ def test_ids_of_deleted_tasks_and_instances_are_never_reused(store: Store) -> No
     second = task_and_instance()
     assert second[0] > first[0]
     assert second[1] > first[1]
+
+
+def test_a_controller_turn_reads_running_ending_and_the_oldest_pending_tasks(
+    store: Store,
+) -> None:
+    template_id = make_template(store)
+    ids = []
+    with store.write() as conn:
+        template = template_store.locked_template_by_id(conn, template_id)
+        for _ in range(6):
+            request = TaskRequest(trigger=TriggerKind.MANUAL)
+            ids.append(launch_task(conn, template, request, NOW).task.id)
+        task_store.mark_task_running(conn, ids[4], NOW)  # running, beyond the window
+        task_store.begin_ending(conn, ids[5], "Stopped", "stop")  # ending, beyond it
+    with store.read() as conn:
+        considered = [task.id for task in task_store.tasks_to_reconcile(conn, 2)]
+    assert considered == [ids[0], ids[1], ids[4], ids[5]]
