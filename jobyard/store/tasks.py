@@ -70,9 +70,8 @@ class NewTask:
     payload: dict[str, Any] | None = None
 
 
-def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
-    """Insert a pending task; None when its (template, scheduled time or event id) exists."""
-    values = {
+def _task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+    return {
         "template_id": new.template_id,
         "template_version": new.template_version,
         "trigger": new.trigger.value,
@@ -84,6 +83,11 @@ def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
         "payload": new.payload,
         "created_at": now,
     }
+
+
+def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
+    """Insert a pending task; None when its (template, scheduled time or event id) exists."""
+    values = _task_row(new, now)
     try:
         with conn.begin_nested():
             result = conn.execute(tasks.insert().values(**values).returning(tasks.c.id))
@@ -105,21 +109,7 @@ def insert_scheduled_tasks(
         return {}
     if len({new.template_id for new in news}) != len(news):
         raise ValueError("insert_scheduled_tasks takes at most one task per template")
-    rows = [
-        {
-            "template_id": new.template_id,
-            "template_version": new.template_version,
-            "trigger": new.trigger.value,
-            "status": TaskStatus.PENDING.value,
-            "overrides": new.overrides,
-            "instance_count": new.instance_count,
-            "scheduled_time": new.scheduled_time,
-            "event_id": new.event_id,
-            "payload": new.payload,
-            "created_at": now,
-        }
-        for new in news
-    ]
+    rows = [_task_row(new, now) for new in news]
     inserted = insert_rows(
         conn,
         tasks,
