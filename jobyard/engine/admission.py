@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +22,9 @@ from jobyard.config import Settings
 from jobyard.domain import Instance, Reason, RunAs, Severity, Task
 from jobyard.engine.events import instance_event
 from jobyard.engine.launches import MIB
-from jobyard.engine.spawning import Turn, record_waiting
+from jobyard.engine.spawning import Turn
 from jobyard.engine.specs import SpecCache
+from jobyard.engine.starts import record_waiting
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
 from jobyard.store import tasks as task_store
@@ -64,11 +65,17 @@ class Admitter:
         conn: Connection,
         active: Mapping[int, ActiveTask],
         instances: Sequence[Instance],
+        spawning: Set[int],
         turn: Turn,
         now: datetime,
     ) -> None:
-        """Filter ``turn.to_spawn`` down to what fits; write waits and preemptions."""
-        holders = [_holder(i, active[i.task_id][1]) for i in instances if _holds(i, active)]
+        """Filter ``turn.to_spawn`` down to what fits; write waits and preemptions.
+
+        ``spawning``: ids of instances handed to the spawn threads, not yet reported.
+        """
+        holders = [
+            _holder(i, active[i.task_id][1]) for i in instances if _holds(i, active, spawning)
+        ]
         candidates = [_candidate(i, active[t.id][1]) for t, i in turn.to_spawn]
         admission = capacity.admit(self.node, holders, candidates)
         by_id = {instance.id: instance for instance in instances}
@@ -106,9 +113,10 @@ class Admitter:
         instance_event(conn, task, victim, Reason.PREEMPTED, text, now, Severity.WARNING)
 
 
-def _holds(instance: Instance, active: Mapping[int, ActiveTask]) -> bool:
-    """A live instance with a process holds its room until it has ended."""
-    return instance.is_live and instance.pid is not None and instance.task_id in active
+def _holds(instance: Instance, active: Mapping[int, ActiveTask], spawning: Set[int]) -> bool:
+    """A live instance with a process (or being spawned) holds its room until it has ended."""
+    started = instance.pid is not None or instance.id in spawning
+    return instance.is_live and started and instance.task_id in active
 
 
 def _holder(instance: Instance, spec: TemplateSpec) -> capacity.Holder:

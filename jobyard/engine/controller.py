@@ -1,9 +1,11 @@
 """The task controller: one thread that makes actual instances match desired tasks.
 
-Level-triggered: each turn reads every active task with its instances, asks
+Level-triggered: each turn reads the active tasks with their instances, asks
 ``planning.plan_task`` what to do, writes the decisions, then acts on them.
-Wake-ups (a new task, a stop request, a process exit) start a turn early; a
-periodic resync catches anything missed.
+Wake-ups (a new task, a stop request, a spawn's report, a process exit) start
+a turn early; a periodic resync catches anything missed. Spawning runs on the
+spawn threads while turns go on; a task with an instance being spawned is
+left out of planning until the spawn reports back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jobyard.engine.exits import record_exits
 from jobyard.engine.launches import Launcher
 from jobyard.engine.spawning import Spawner, Turn
 from jobyard.engine.specs import SpecCache
+from jobyard.engine.starts import Started, record_started
 from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Runner
 from jobyard.spec import TemplateSpec
@@ -68,6 +71,9 @@ class Controller:
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._orphans: dict[int, int] = {}  # instance id -> task id
         self._orphan_files: dict[int, datetime] = {}  # task id -> remove-by time
+        self._in_flight: dict[int, int] = {}  # instance id -> task id, while being spawned
+        self._held_exits: list[InstanceExit] = []
+        self._deferred: set[int] = set()  # tasks a turn left out while spawning
         self._thread = threading.Thread(target=self._run, name="jobyard-controller", daemon=True)
 
     def start(self) -> None:
@@ -97,7 +103,7 @@ class Controller:
             if _STOP in messages:
                 return
             try:
-                wake_at = self._turn(messages)
+                wake_at = self._turn(messages, wake_at)
             except Exception:
                 logger.exception("controller turn failed; trying again in a second")
                 wake_at = self._clock.now() + timedelta(seconds=1)
@@ -119,15 +125,39 @@ class Controller:
             except queue.Empty:
                 return messages
 
-    def _turn(self, messages: list[object]) -> datetime | None:
-        exits = [m for m in messages if isinstance(m, InstanceExit)]
+    def _turn(self, messages: list[object], wake_at: datetime | None) -> datetime | None:
+        """Record what the messages report, then reconcile unless nothing can
+        have changed a plan; return when the next turn is due."""
         for orphans in (m for m in messages if isinstance(m, Orphans)):
             self._adopt_orphans(orphans)
-        known = self._forget_orphans(exits)
-        if known:
-            record_exits(self._store, self._clock.now(), known)
+        reports = [m for m in messages if isinstance(m, Started)]
+        for report in reports:
+            self._in_flight.pop(report.instance.id, None)
+        exits = self._held_exits + [m for m in messages if isinstance(m, InstanceExit)]
+        # An instance can end before its spawn is reported: its exit waits for that.
+        self._held_exits = [e for e in exits if e.instance_id in self._in_flight]
+        known = self._forget_orphans([e for e in exits if e.instance_id not in self._in_flight])
+        if reports or known:
+            self._record(reports, known)
         self._remove_orphan_files()
+        if messages and not known and all(self._only_started(m) for m in messages):
+            return wake_at  # the spawns were planned and their room held already
+        self._deferred.clear()
         return self.reconcile()
+
+    def _only_started(self, message: object) -> bool:
+        """A report of a start whose task no turn has left out meanwhile."""
+        if not isinstance(message, Started) or message.failure is not None:
+            return False
+        return message.task.id not in self._deferred
+
+    def _record(self, reports: list[Started], exits: list[InstanceExit]) -> None:
+        now = self._clock.now()
+        with self._store.write() as conn:
+            to_stop = record_started(conn, reports, now)
+            record_exits(conn, exits, now)
+        for instance_id in to_stop:
+            self._runner.stop(instance_id, 0.0)
 
     # -- reconcile ------------------------------------------------------------
 
@@ -152,29 +182,37 @@ class Controller:
             active = task_store.tasks_to_reconcile(conn, PENDING_WINDOW)
             by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
         turn = Turn(to_spawn=[], to_stop=[])
-        plans = [self._plan_one(task, by_task[task.id], now, turn) for task in active]
+        # A task with an instance being spawned waits for the spawn's report.
+        spawning = set(self._in_flight.values())
+        plans = [
+            self._plan_one(task, by_task[task.id], now, turn, task.id in spawning)
+            for task in active
+        ]
         planned = [plan for plan in plans if plan is not None]
-        work = [plan for plan in planned if plan[2].actions]
+        work = [plan for plan in planned if plan[2] is not None and plan[2].actions]
         if not work:
             return turn  # nothing to write: no transaction at all
         with self._store.write() as conn:
             for task, spec, plan in work:
                 by_id = {instance.id: instance for instance in by_task[task.id]}
-                for action in plan.actions:
+                for action in plan.actions if plan is not None else ():
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
             if turn.to_spawn:
                 specs = {task.id: (task, spec) for task, spec, _ in planned}
                 every = [i for task, _, _ in planned for i in by_task[task.id]]
-                self._admitter.admit(conn, specs, every, turn, now)
+                self._admitter.admit(conn, specs, every, set(self._in_flight), turn, now)
         return turn
 
     def _plan_one(
-        self, task: Task, instances: list[Instance], now: datetime, turn: Turn
-    ) -> tuple[Task, TemplateSpec, planning.TaskPlan] | None:
+        self, task: Task, instances: list[Instance], now: datetime, turn: Turn, spawning: bool
+    ) -> tuple[Task, TemplateSpec, planning.TaskPlan | None] | None:
         try:
             spec = self._specs.get(task.template_id, task.template_version)
         except NotFound:
             return None  # deleted since we read it
+        if spawning:
+            self._deferred.add(task.id)  # planned once its spawns have reported
+            return task, spec, None  # its instances still hold their room
         plan = planning.plan_task(task, spec, instances, now)
         if plan.wake_at is not None and (turn.wake_at is None or plan.wake_at < turn.wake_at):
             turn.wake_at = plan.wake_at
@@ -183,8 +221,14 @@ class Controller:
     def _act(self, turn: Turn) -> None:
         for instance_id, grace in turn.to_stop:
             self._runner.stop(instance_id, grace)
-        if turn.to_spawn and self._spawner.spawn_all(turn.to_spawn):
-            turn.changed = True
+        if not turn.to_spawn:
+            return
+        unstarted = self._spawner.spawn_all(turn.to_spawn, self._inbox.put)
+        for instance in unstarted.submitted:
+            self._in_flight[instance.id] = instance.task_id
+        self._spawner.record_unstarted(unstarted)
+        if unstarted.failed:
+            turn.changed = True  # their tasks decide at once: retry or end
 
     # -- deleted tasks --------------------------------------------------------
 

@@ -75,8 +75,7 @@ def task_event(
     now: datetime,
     severity: Severity = Severity.NORMAL,
 ) -> None:
-    source = f"{task.template_name}/task-{task.id}"
-    _add(conn, _of_task(task, SourceType.TASK, source, reason, message, severity), now)
+    _add(conn, new_event_of_task(task, reason, message, severity), now)
 
 
 def instance_event(
@@ -88,9 +87,27 @@ def instance_event(
     now: datetime,
     severity: Severity = Severity.NORMAL,
 ) -> None:
+    _add(conn, new_instance_event(task, instance, reason, message, severity), now)
+
+
+def new_instance_event(
+    task: Task,
+    instance: Instance,
+    reason: str,
+    message: str,
+    severity: Severity = Severity.NORMAL,
+) -> NewEvent:
+    """An instance's event, to be stored with others by ``add_events``."""
     source = f"{task.template_name}/task-{task.id}/instance-{instance.index}"
-    event = _of_task(task, SourceType.INSTANCE, source, reason, message, severity, instance.id)
-    _add(conn, event, now)
+    return _of_task(task, SourceType.INSTANCE, source, reason, message, severity, instance.id)
+
+
+def new_event_of_task(
+    task: Task, reason: str, message: str, severity: Severity = Severity.NORMAL
+) -> NewEvent:
+    """A task's event, to be stored with others by ``add_events``."""
+    source = f"{task.template_name}/task-{task.id}"
+    return _of_task(task, SourceType.TASK, source, reason, message, severity)
 
 
 def _of_task(

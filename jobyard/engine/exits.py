@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from jobyard.domain import Instance, InstanceStatus, Reason, Severity, Task
-from jobyard.engine.events import instance_event
+from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity, Task
+from jobyard.engine.events import add_events, new_instance_event
 from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit
-from jobyard.store import Store
 from jobyard.store import tasks as task_store
 
 MIB = 1024 * 1024
@@ -50,10 +50,21 @@ _EVENT_OF = {
 }
 
 
-def record_exits(store: Store, now: datetime, exits: list[InstanceExit]) -> None:
-    with store.write() as conn:
-        for exit in exits:
-            record_exit(conn, exit, now)
+def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime) -> None:
+    """Record many exits in the caller's transaction: two reads, then one update
+    per instance, and their events in one statement."""
+    found = task_store.get_instances(conn, [exit.instance_id for exit in exits])
+    tasks = task_store.get_tasks(conn, list({i.task_id for i in found.values()}))
+    events: list[NewEvent] = []
+    for exit in exits:
+        instance = found.get(exit.instance_id)
+        task = None if instance is None else tasks.get(instance.task_id)
+        if instance is None or task is None:
+            continue  # deleted with its task while it ran
+        event = _end_with_usage(conn, exit, task, instance, now)
+        if event is not None:
+            events.append(event)
+    add_events(conn, events, now)
 
 
 def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
@@ -62,10 +73,19 @@ def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
         task = task_store.get_task(conn, instance.task_id)
     except NotFound:
         return  # deleted with its task while it ran
+    event = _end_with_usage(conn, exit, task, instance, now)
+    if event is not None:
+        add_events(conn, [event], now)
+
+
+def _end_with_usage(
+    conn: Connection, exit: InstanceExit, task: Task, instance: Instance, now: datetime
+) -> NewEvent | None:
     status, reason, message = outcome(exit, task, instance)
-    end_instance(conn, task, instance, status, exit.exit_code, reason, message, now)
+    event = _end(conn, task, instance, status, exit.exit_code, reason, message, now)
     if exit.peak_memory_bytes is not None or exit.cpu_seconds is not None:
         task_store.record_usage(conn, instance.id, exit.peak_memory_bytes, exit.cpu_seconds)
+    return event
 
 
 def end_instance(
@@ -78,10 +98,26 @@ def end_instance(
     message: str,
     now: datetime,
 ) -> None:
+    event = _end(conn, task, instance, status, exit_code, reason, message, now)
+    if event is not None:
+        add_events(conn, [event], now)
+
+
+def _end(
+    conn: Connection,
+    task: Task,
+    instance: Instance,
+    status: InstanceStatus,
+    exit_code: int | None,
+    reason: str | None,
+    message: str,
+    now: datetime,
+) -> NewEvent | None:
+    """Finish the instance; its event, or None when it had already ended."""
     if not task_store.finish_instance(conn, instance.id, status, exit_code, reason, message, now):
-        return  # already recorded
+        return None  # already recorded
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
     if reason == Reason.OOM_KILLED:
         event_reason = Reason.OOM_KILLED
     text = f"instance {instance.index} attempt {instance.attempt} {message}"
-    instance_event(conn, task, instance, event_reason, text, now, severity)
+    return new_instance_event(task, instance, event_reason, text, severity)

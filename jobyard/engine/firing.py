@@ -23,7 +23,7 @@ from jobyard.engine.clock import Clock
 from jobyard.engine.events import add_events, new_template_event
 from jobyard.engine.launching import launch_scheduled
 from jobyard.spec import CronTrigger, TemplateSpec
-from jobyard.store import Store
+from jobyard.store import Priority, Store
 from jobyard.store import templates as template_store
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def fire_due(
     wanted = dict(due)
     fired = Fired()
     specs = specs or ParsedSpecs()
-    with store.write() as conn:
+    with store.write(Priority.SCHEDULER) as conn:
         templates = template_store.locked_templates_by_ids(conn, list(wanted), specs.known)
         specs.remember((t.id, t.version, t.spec) for t in templates)
         # Read after the locks are held: a task's created_at is when it is recorded.

@@ -1,8 +1,10 @@
-"""Writing a task plan's decisions, then starting the instances it asked for."""
+"""Writing a task plan's decisions, then handing the instances it asked for to
+the spawn threads."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +16,7 @@ from jobyard.domain import Instance, InstanceStatus, Reason, RunAs, Severity, Ta
 from jobyard.engine.clock import Clock
 from jobyard.engine.events import instance_event, task_event
 from jobyard.engine.launches import CannotLaunch, Launcher, NotReady
+from jobyard.engine.starts import Started, record_unstarted
 from jobyard.errors import JobyardError
 from jobyard.runners.base import InstanceLaunch, Runner
 from jobyard.spec import TemplateSpec
@@ -126,73 +129,49 @@ class Spawner:
 
     # -- acting ---------------------------------------------------------------
 
-    def spawn_all(self, to_spawn: list[tuple[Task, Instance]]) -> bool:
-        """Start what can start; True when some instance failed without starting
-        (its task has a decision to make at once: retry or end)."""
-        outcome = Spawned()
-        launches: list[tuple[Task, Instance, InstanceLaunch]] = []
+    def spawn_all(
+        self, to_spawn: list[tuple[Task, Instance]], report: Callable[[Started], None]
+    ) -> Unstarted:
+        """Hand what can start to the spawn threads, which ``report`` each outcome;
+        return what could not be handed over, and what was."""
+        unstarted = Unstarted()
         for task, instance in to_spawn:
             try:
                 launch = self._launcher.build(task, instance)
             except (OSError, JobyardError) as err:
                 launch = CannotLaunch(Reason.START_FAILED, str(err))
             if isinstance(launch, NotReady):
-                outcome.waiting.append((task, instance, launch))
+                unstarted.waiting.append((task, instance, launch))
             elif isinstance(launch, CannotLaunch):
-                outcome.failed.append((task, instance, launch))
+                unstarted.failed.append((task, instance, launch))
             else:
-                launches.append((task, instance, launch))
-        if len(launches) == 1:
-            self._start(launches[0], outcome)
-        else:
-            list(self._pool.map(lambda launch: self._start(launch, outcome), launches))
-        self._record_starts(outcome)
-        return bool(outcome.failed)
+                self._pool.submit(self._start, task, instance, launch, report)
+                unstarted.submitted.append(instance)
+        return unstarted
 
-    def _start(self, item: tuple[Task, Instance, InstanceLaunch], out: Spawned) -> None:
-        """Start one instance (any spawn thread); list.append is atomic."""
-        task, instance, launch = item
+    def _start(
+        self,
+        task: Task,
+        instance: Instance,
+        launch: InstanceLaunch,
+        report: Callable[[Started], None],
+    ) -> None:
+        """Start one instance (a spawn thread)."""
         try:
             pid = self._runner.start(launch)
         except (OSError, JobyardError) as err:
             logger.warning("instance %s failed to start: %s", instance.id, err)
-            out.failed.append((task, instance, CannotLaunch(Reason.START_FAILED, str(err))))
+            report(Started(task, instance, failure=CannotLaunch(Reason.START_FAILED, str(err))))
+        except Exception as err:  # reported, or the instance would wait for its spawn forever
+            logger.exception("instance %s failed to start", instance.id)
+            report(Started(task, instance, failure=CannotLaunch(Reason.START_FAILED, repr(err))))
         else:
-            out.started.append((task, instance, pid))
+            report(Started(task, instance, pid=pid))
 
-    def _record_starts(self, outcome: Spawned) -> None:
-        if outcome.is_empty:
-            return
-        now = self._clock.now()
-        with self._store.write() as conn:
-            self._record_running(conn, outcome.started, now)
-            for task, instance, failure in outcome.failed:
-                task_store.finish_instance(
-                    conn,
-                    instance.id,
-                    InstanceStatus.FAILED,
-                    None,
-                    failure.reason,
-                    failure.message,
-                    now,
-                )
-                text = f"instance {instance.index} could not start: {failure.message}"
-                instance_event(conn, task, instance, failure.reason, text, now, Severity.ERROR)
-            for task, instance, wait in outcome.waiting:
-                record_waiting(conn, task, instance, wait.reason, wait.message, now)
-
-    def _record_running(
-        self, conn: Connection, started: list[tuple[Task, Instance, int]], now: datetime
-    ) -> None:
-        newly_running: set[int] = set()
-        for task, instance, pid in started:
-            task_store.mark_instance_running(conn, instance.id, pid, now)
-            if task.status is TaskStatus.PENDING and task.id not in newly_running:
-                newly_running.add(task.id)
-                task_store.mark_task_running(conn, task.id, now)
-                task_event(conn, task, Reason.TASK_STARTED, "first instance started", now)
-            text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
-            instance_event(conn, task, instance, Reason.INSTANCE_STARTED, text, now)
+    def record_unstarted(self, unstarted: Unstarted) -> None:
+        if unstarted.failed or unstarted.waiting:
+            with self._store.write() as conn:
+                record_unstarted(conn, unstarted.failed, unstarted.waiting, self._clock.now())
 
 
 def _record_restart(conn: Connection, task: Task, instance: Instance, now: datetime) -> None:
@@ -211,25 +190,10 @@ def _record_restart(conn: Connection, task: Task, instance: Instance, now: datet
     instance_event(conn, task, instance, reason, text, now)
 
 
-def record_waiting(
-    conn: Connection, task: Task, instance: Instance, reason: str, message: str, now: datetime
-) -> None:
-    """Mark why a pending instance waits; the event is written once per new reason."""
-    if instance.waiting_reason == reason:
-        return
-    task_store.set_waiting_reason(conn, instance.id, reason)
-    text = f"instance {instance.index} waits: {message}"
-    instance_event(conn, task, instance, reason, text, now, Severity.WARNING)
-
-
 @dataclass
-class Spawned:
-    """What one spawn pass did, recorded in one transaction."""
+class Unstarted:
+    """What one spawn pass could not hand to the spawn threads, and what it did."""
 
-    started: list[tuple[Task, Instance, int]] = field(default_factory=list)
     failed: list[tuple[Task, Instance, CannotLaunch]] = field(default_factory=list)
     waiting: list[tuple[Task, Instance, NotReady]] = field(default_factory=list)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.started or self.failed or self.waiting)
+    submitted: list[Instance] = field(default_factory=list)

@@ -1,5 +1,5 @@
 """The only place with SQL: tables, migrations and queries."""
 
-from jobyard.store.db import Store
+from jobyard.store.db import Priority, Store
 
-__all__ = ["Store"]
+__all__ = ["Priority", "Store"]

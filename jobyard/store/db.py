@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,24 +67,81 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
 
 
+class Priority(enum.IntEnum):
+    """Who writes first when several wait for SQLite's one writer."""
+
+    NORMAL = 0  # API requests, HTTP triggers and the controller, in arrival order
+    SCHEDULER = 1  # cron firings: their lateness is what users see
+
+
+class _Waiter:
+    def __init__(self, lock: threading.Lock) -> None:
+        self.granted = False
+        self.wakeup = threading.Condition(lock)
+
+
+class WriterQueue:
+    """One writer at a time, first come first served within a priority; a
+    waiting writer of a higher priority goes first.
+
+    Writers of one process queue here and are handed the turn directly when
+    the writer before them leaves, rather than polling in SQLite's busy
+    handler (sleeps of up to 100 ms). No one barges in ahead of those already
+    waiting, so neither the controller nor the scheduler can be starved by a
+    crowd of HTTP triggers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: list[deque[_Waiter]] = [deque() for _ in Priority]
+        self._busy = False
+
+    def waiting(self, priority: Priority) -> int:
+        with self._lock:
+            return len(self._queues[priority])
+
+    @contextmanager
+    def turn(self, priority: Priority) -> Iterator[None]:
+        with self._lock:
+            if self._busy or any(self._queues[priority:]):
+                waiter = _Waiter(self._lock)
+                self._queues[priority].append(waiter)
+                while not waiter.granted:
+                    waiter.wakeup.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            for queue in reversed(self._queues):
+                if queue:
+                    waiter = queue.popleft()
+                    waiter.granted = True  # the turn passes on; the queue stays busy
+                    waiter.wakeup.notify()
+                    return
+            self._busy = False
+
+
 class Store:
     """The database. ``write()`` and ``read()`` hand out one transaction each."""
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url)
-        # SQLite has one writer at a time. Writers of this process queue here,
-        # woken the moment the lock is free, rather than in SQLite's busy
-        # handler, which polls with sleeps of up to 100 ms under contention.
-        self._writer = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        # SQLite has one writer at a time; PostgreSQL locks rows, not the database.
+        self._writers = WriterQueue() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        with self._writer, self._transaction(begin_mode="IMMEDIATE") as connection:
+    def write(self, priority: Priority = Priority.NORMAL) -> Iterator[Connection]:
+        queued = contextlib.nullcontext() if self._writers is None else self._writers.turn(priority)
+        with queued, self._transaction(begin_mode="IMMEDIATE") as connection:
             yield connection
 
     @contextmanager

@@ -380,3 +380,70 @@ def finish_instance(
 def existing_task_ids(conn: Connection, task_ids: Sequence[int]) -> set[int]:
     query = sa.select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)))
     return {row.id for row in conn.execute(query)}
+
+
+# -- many at once (the controller's turns) -------------------------------------
+
+
+def get_tasks(conn: Connection, task_ids: Sequence[int]) -> dict[int, Task]:
+    if not task_ids:
+        return {}
+    rows = conn.execute(_task_select().where(tasks.c.id.in_(list(task_ids)))).all()
+    return {row.id: _task(row) for row in rows}
+
+
+def get_instances(conn: Connection, instance_ids: Sequence[int]) -> dict[int, Instance]:
+    if not instance_ids:
+        return {}
+    query = sa.select(instances).where(instances.c.id.in_(list(instance_ids)))
+    return {row.id: _instance(row) for row in conn.execute(query).all()}
+
+
+_MARK_RUNNING = (
+    instances.update()
+    .where(
+        instances.c.id == sa.bindparam("instance_id"),
+        instances.c.status == InstanceStatus.PENDING.value,
+    )
+    .values(
+        status=InstanceStatus.RUNNING.value,
+        pid=sa.bindparam("pid"),
+        started_at=sa.bindparam("now"),
+        waiting_reason=None,
+    )
+)
+
+
+def mark_instances_running(
+    conn: Connection, started: Sequence[tuple[int, int]], now: datetime
+) -> set[int]:
+    """Record (instance id, pid) starts; the ids now running with that pid and
+    no stop requested.
+
+    An instance missing from the answer ended, was deleted or was asked to stop
+    (preempted) while it was being spawned: its process must be stopped.
+    """
+    if not started:
+        return set()
+    params = [{"instance_id": i, "pid": pid, "now": now} for i, pid in started]
+    conn.execute(_MARK_RUNNING, params)
+    query = sa.select(instances.c.id, instances.c.pid).where(
+        instances.c.id.in_([i for i, _ in started]),
+        instances.c.status == InstanceStatus.RUNNING.value,
+        instances.c.stop_requested.is_(False),
+    )
+    pids = dict(started)
+    return {row.id for row in conn.execute(query).all() if row.pid == pids[row.id]}
+
+
+def mark_tasks_running(conn: Connection, task_ids: Sequence[int], now: datetime) -> set[int]:
+    """Pending tasks among ``task_ids`` become running; the ids that did."""
+    if not task_ids:
+        return set()
+    result = conn.execute(
+        tasks.update()
+        .where(tasks.c.id.in_(list(task_ids)), tasks.c.status == TaskStatus.PENDING.value)
+        .values(status=TaskStatus.RUNNING.value, started_at=now)
+        .returning(tasks.c.id)
+    )
+    return {row.id for row in result.all()}

@@ -1,0 +1,84 @@
+"""Recording what the spawn threads report: instances started, or not.
+
+Spawning runs on the spawn threads while the controller goes on with its
+turns; each spawn reports back a ``Started`` through the controller's inbox,
+and a turn records every report that arrived since the last one in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity, Task
+from jobyard.engine.events import add_events, instance_event, new_event_of_task, new_instance_event
+from jobyard.engine.launches import CannotLaunch, NotReady
+from jobyard.store import tasks as task_store
+
+
+@dataclass(frozen=True)
+class Started:
+    """A spawn thread's report: the instance runs as ``pid``, or ``failure`` says why not."""
+
+    task: Task
+    instance: Instance
+    pid: int | None = None
+    failure: CannotLaunch | None = None
+
+
+def record_started(conn: Connection, reports: Sequence[Started], now: datetime) -> list[int]:
+    """Record spawn reports; the ids of instances that run but must be stopped
+    (they ended, were deleted or preempted while they were being spawned)."""
+    ran = [(r.task, r.instance, r.pid) for r in reports if r.pid is not None]
+    running = task_store.mark_instances_running(conn, [(i.id, pid) for _, i, pid in ran], now)
+    # The ones not running were stopped while being spawned: no "started" for them.
+    started = [(task, instance, pid) for task, instance, pid in ran if instance.id in running]
+    first = task_store.mark_tasks_running(conn, list({task.id for task, _, _ in started}), now)
+    events: list[NewEvent] = []
+    for task, instance, pid in started:
+        if task.id in first:
+            first.discard(task.id)
+            events.append(new_event_of_task(task, Reason.TASK_STARTED, "first instance started"))
+        text = f"instance {instance.index} attempt {instance.attempt} started, pid {pid}"
+        events.append(new_instance_event(task, instance, Reason.INSTANCE_STARTED, text))
+    for report in reports:
+        if report.failure is not None:
+            events.append(_failed(conn, report.task, report.instance, report.failure, now))
+    add_events(conn, events, now)
+    return [instance.id for _, instance, _ in ran if instance.id not in running]
+
+
+def _failed(
+    conn: Connection, task: Task, instance: Instance, failure: CannotLaunch, now: datetime
+) -> NewEvent:
+    task_store.finish_instance(
+        conn, instance.id, InstanceStatus.FAILED, None, failure.reason, failure.message, now
+    )
+    text = f"instance {instance.index} could not start: {failure.message}"
+    return new_instance_event(task, instance, failure.reason, text, Severity.ERROR)
+
+
+def record_unstarted(
+    conn: Connection,
+    failed: Sequence[tuple[Task, Instance, CannotLaunch]],
+    waiting: Sequence[tuple[Task, Instance, NotReady]],
+    now: datetime,
+) -> None:
+    """Instances that could not be handed to a spawn thread: failed, or waiting."""
+    add_events(conn, [_failed(conn, task, i, failure, now) for task, i, failure in failed], now)
+    for task, instance, wait in waiting:
+        record_waiting(conn, task, instance, wait.reason, wait.message, now)
+
+
+def record_waiting(
+    conn: Connection, task: Task, instance: Instance, reason: str, message: str, now: datetime
+) -> None:
+    """Mark why a pending instance waits; the event is written once per new reason."""
+    if instance.waiting_reason == reason:
+        return
+    task_store.set_waiting_reason(conn, instance.id, reason)
+    text = f"instance {instance.index} waits: {message}"
+    instance_event(conn, task, instance, reason, text, now, Severity.WARNING)
