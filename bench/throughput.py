@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import psutil
 from _common import (
     Server,
     add_common_args,
@@ -72,17 +74,39 @@ def all_done(server: Server, name: str) -> bool:
     )
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    server = psutil.Process(server_pid).cpu_times()
+    clients = psutil.Process().cpu_times()
+    return {
+        "server": server.user + server.system,
+        "instances": server.children_user + server.children_system,
+        "clients": clients.user + clients.system,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10000, help="tasks to trigger")
     parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients")
     parser.add_argument("--script", default=":", help="the one-line script")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the tasks")
+    parser.add_argument(
+        "--cpu",
+        type=float,
+        default=0.01,
+        help="the template's CPU request in cores (the default 0.5: 4 at once on 2 cores)",
+    )
+    parser.add_argument("--memory-mb", type=int, default=16, help="the template's memory request")
     add_common_args(parser)
     args = parser.parse_args()
     with workspace(args) as space, running_server(space, args) as server:
         name = "throughput"
-        spec = script_template(name, args.script, trigger={"type": "http", "methods": ["POST"]})
+        spec = script_template(
+            name,
+            args.script,
+            trigger={"type": "http", "methods": ["POST"]},
+            resources={"cpu": args.cpu, "memory_mb": args.memory_mb},
+        )
         hook = server.create_templates([spec])[0]["trigger"]["url"]
 
         async def noop(client: httpx.AsyncClient, number: int) -> httpx.Response:
@@ -98,6 +122,7 @@ def main() -> None:
         )
         note(f"no-op ceiling: {rate(args.count, ceiling_s)} requests/s")
         xacts_before = transactions(server.database_url)
+        cpu_before = cpu_seconds(server.pid)
         began = datetime.now(UTC)
         trigger_s, trigger_times, refused = asyncio.run(
             hammer(server.url, args.count, args.clients, trigger)
@@ -105,6 +130,7 @@ def main() -> None:
         note(f"triggers: {rate(args.count, trigger_s)} accepted/s; waiting for the tasks")
         done = wait_until(lambda: all_done(server, name), args.timeout, interval=0.5)
         xacts_after = transactions(server.database_url)
+        cpu_used = {k: v - cpu_before[k] for k, v in cpu_seconds(server.pid).items()}
         tasks = server.tasks_of(name)
     numbers = Counter(int(t["overrides"]["envs"][0]["value"]) for t in tasks)
     succeeded = [t for t in tasks if t["status"] == "succeeded"]
@@ -126,6 +152,12 @@ def main() -> None:
         "lost": sum(1 for n in range(args.count) if n not in numbers),
         "duplicated": sum(c - 1 for c in numbers.values()),
         "all_ended_in_time": done,
+        # CPU per task in the trigger phase (to the last task's end, and the
+        # polls for it): the server's own threads, the instances it reaped (each
+        # a wrapper and its script), and this benchmark's HTTP clients. The
+        # machine cannot complete more tasks per second than cores / their sum.
+        "cpu_ms_per_task": {k: round(1000 * v / args.count, 2) for k, v in cpu_used.items()},
+        "cpu_bound_tasks_per_s": rate(args.count * (os.cpu_count() or 1), sum(cpu_used.values())),
         # PostgreSQL only: every transaction of the trigger phase (a few are the
         # benchmark's own "all done?" polls, 2 every 0.5 s), per task.
         "db_transactions_per_task": None
@@ -145,7 +177,13 @@ def main() -> None:
         target("lost", figures["lost"], 0),
         target("duplicated", figures["duplicated"], 0),
     ]
-    emit("throughput", space, {"count": args.count, "clients": args.clients}, figures, targets)
+    sizes = {
+        "count": args.count,
+        "clients": args.clients,
+        "cpu": args.cpu,
+        "memory_mb": args.memory_mb,
+    }
+    emit("throughput", space, sizes, figures, targets)
 
 
 if __name__ == "__main__":
