@@ -12,6 +12,7 @@ time) key still decides who records a firing when two replicas race.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,17 +66,19 @@ class ParsedSpecs:
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._specs: OrderedDict[str, tuple[int, TemplateSpec]] = OrderedDict()
+        self._lock = threading.Lock()  # batches may fire on two threads at once
 
     @property
     def known(self) -> Mapping[str, tuple[int, TemplateSpec]]:
         return self._specs
 
     def remember(self, specs: Iterable[tuple[str, int, TemplateSpec]]) -> None:
-        for template_id, version, spec in specs:
-            self._specs[template_id] = (version, spec)
-            self._specs.move_to_end(template_id)
-        while len(self._specs) > self.capacity:
-            self._specs.popitem(last=False)
+        with self._lock:
+            for template_id, version, spec in specs:
+                self._specs[template_id] = (version, spec)
+                self._specs.move_to_end(template_id)
+            while len(self._specs) > self.capacity:
+                self._specs.popitem(last=False)
 
 
 def read_ahead(store: Store, specs: ParsedSpecs, template_ids: Sequence[str]) -> int:
