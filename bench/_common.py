@@ -127,8 +127,15 @@ def free_port() -> int:
 class Server:
     """``python -m jobyard server`` as a child process with its own data dir and port."""
 
-    def __init__(self, data_dir: Path, database_url: str, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str,
+        log_level: str = "warning",
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -146,6 +153,7 @@ class Server:
             "--data-dir", str(self.data_dir),
             "--database-url", self.database_url,
             "--log-level", self.log_level,
+            *self.extra_args,
         ]  # fmt: skip
         with (self.data_dir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
@@ -218,9 +226,15 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    space: Workspace, args: argparse.Namespace, label: str = "jobyard"
+    space: Workspace,
+    args: argparse.Namespace,
+    label: str = "jobyard",
+    database_url: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    server = Server(space.root / label, space.database(label), args.server_log_level)
+    """A started server; on ``database_url`` if given (e.g. seeded before), else a fresh one."""
+    url = database_url if database_url is not None else space.database(label)
+    server = Server(space.root / label, url, args.server_log_level, extra_args)
     try:
         server.start()
         yield server

@@ -20,7 +20,7 @@ from jobyard.api.schemas import (
 )
 from jobyard.domain import TaskStatus, Template
 from jobyard.engine.core import Engine
-from jobyard.engine.templates import upcoming_fires
+from jobyard.engine.templates import upcoming_fires, upcoming_fires_of_page
 from jobyard.errors import Forbidden, InvalidSpec
 from jobyard.spec import RunOverrides, TemplateSpec
 
@@ -32,6 +32,15 @@ def _out(engine: Engine, template: Template) -> TemplateOut:
     upcoming = upcoming_fires(template, engine.clock.now())
     warnings = engine.templates.deployment_warnings(template.spec)
     return TemplateOut.of(template, upcoming, engine.settings.base_url, warnings)
+
+
+def _page_out(engine: Engine, found: list[Template]) -> list[TemplateOut]:
+    upcoming = upcoming_fires_of_page(found, engine.clock.now())
+    base_url = engine.settings.base_url
+    return [
+        TemplateOut.of(t, fires, base_url, engine.templates.deployment_warnings(t.spec))
+        for t, fires in zip(found, upcoming, strict=True)
+    ]
 
 
 @router.get("/namespaces", response_model=list[NamespaceOut])
@@ -83,7 +92,7 @@ def list_all_templates(
 ) -> list[TemplateOut]:
     """Templates of every namespace (the caller may see)."""
     found = engine.templates.list_templates(scope_of(request), limit, offset, q)
-    return [_out(engine, t) for t in found]
+    return _page_out(engine, found)
 
 
 @router.get("/namespaces/{namespace}/templates", response_model=list[TemplateOut])
@@ -94,7 +103,7 @@ def list_templates(
     offset: Offset = 0,
     q: Annotated[str | None, Query(description="part of the name")] = None,
 ) -> list[TemplateOut]:
-    return [_out(engine, t) for t in engine.templates.list_templates(namespace, limit, offset, q)]
+    return _page_out(engine, engine.templates.list_templates(namespace, limit, offset, q))
 
 
 @router.post(

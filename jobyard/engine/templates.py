@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +41,28 @@ def upcoming_fires(
         return []
     schedule = cron.parse_schedule(trigger.schedule, trigger.timezone)
     return cron.next_fire_times(schedule, now, count)
+
+
+def upcoming_fires_of_page(
+    templates: Sequence[Template], now: datetime, count: int = NEXT_FIRE_PREVIEW
+) -> list[list[datetime]]:
+    """``upcoming_fires`` of each template of a list page, computed once per schedule.
+
+    A fire time costs ~50 µs of croniter, five of them ~0.25 ms: most of a page of 100
+    when computed template by template, while a page's templates often share schedules.
+    """
+    known: dict[tuple[str, str], list[datetime]] = {}
+    pages: list[list[datetime]] = []
+    for template in templates:
+        trigger = template.spec.trigger
+        if not isinstance(trigger, CronTrigger):
+            pages.append([])
+            continue
+        key = (trigger.schedule, trigger.timezone)
+        if key not in known:
+            known[key] = upcoming_fires(template, now, count)
+        pages.append(known[key])
+    return pages
 
 
 @dataclass(frozen=True)

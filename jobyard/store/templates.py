@@ -118,12 +118,32 @@ def set_hook_token(conn: Connection, template_id: str, hook_token: str | None) -
 def list_templates(
     conn: Connection, namespace: str | None, limit: int, offset: int, search: str | None = None
 ) -> list[Template]:
-    query = _current_spec_join().order_by(templates.c.namespace, templates.c.name)
+    """A page of templates in (namespace, name) order, each with its current spec.
+
+    The page is cut from the (namespace, name, id) index alone, in a subquery: the rows
+    skipped by ``offset`` and the names that do not match ``search`` are never joined
+    with their specs. Only the page's rows are read from the table and joined with
+    their current version.
+    """
+    query = template_page_query(namespace, limit, offset, search)
+    return [_template(row) for row in conn.execute(query)]
+
+
+def template_page_query(
+    namespace: str | None, limit: int, offset: int, search: str | None = None
+) -> sa.Select[Any]:
+    """``list_templates``'s statement (benchmarks EXPLAIN it)."""
+    page = sa.select(templates.c.id).order_by(templates.c.namespace, templates.c.name)
     if namespace is not None:
-        query = query.where(templates.c.namespace == namespace)
+        page = page.where(templates.c.namespace == namespace)
     if search:
-        query = query.where(templates.c.name.contains(search, autoescape=True))
-    return [_template(row) for row in conn.execute(query.limit(limit).offset(offset))]
+        page = page.where(templates.c.name.contains(search, autoescape=True))
+    ids = page.limit(limit).offset(offset).subquery("page")
+    return (
+        _current_spec_join()
+        .join_from(templates, ids, ids.c.id == templates.c.id)
+        .order_by(templates.c.namespace, templates.c.name)
+    )
 
 
 def list_cron_schedule(conn: Connection) -> list[tuple[str, datetime | None, bool]]:
