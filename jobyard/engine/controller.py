@@ -197,6 +197,7 @@ class Controller:
                 by_id = {instance.id: instance for instance in by_task[task.id]}
                 for action in plan.actions if plan is not None else ():
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
+            self._spawner.create_attempts(conn, turn, now)
             if turn.to_spawn:
                 specs = {task.id: (task, spec) for task, spec, _ in planned}
                 every = [i for task, _, _ in planned for i in by_task[task.id]]

@@ -38,6 +38,7 @@ class Turn:
 
     to_spawn: list[tuple[Task, Instance]] = field(default_factory=list)
     to_stop: list[tuple[int, float]] = field(default_factory=list)
+    attempts: list[tuple[Task, planning.CreateAttempt]] = field(default_factory=list)
     wake_at: datetime | None = None
     changed: bool = False
 
@@ -72,7 +73,7 @@ class Spawner:
             turn.to_spawn.append((task, by_id[action.instance_id]))
             return
         if isinstance(action, planning.CreateAttempt):
-            self._create_attempt(conn, task, action, now, turn)
+            turn.attempts.append((task, action))  # inserted together: create_attempts
         elif isinstance(action, planning.StopInstance):
             task_store.request_instance_stop(conn, action.instance_id)
             turn.to_stop.append((action.instance_id, float(spec.termination_grace_period)))
@@ -89,35 +90,21 @@ class Spawner:
         else:
             self._finish(conn, task, action, now)
 
-    def _create_attempt(
-        self,
-        conn: Connection,
-        task: Task,
-        action: planning.CreateAttempt,
-        now: datetime,
-        turn: Turn,
-    ) -> None:
-        instance = task_store.insert_instance(
-            conn,
-            task.id,
-            action.index,
-            action.attempt,
-            action.shards,
-            action.not_before,
-            now,
-            action.run_as,
-        )
-        if action.after_preemption:
-            _record_restart(conn, task, instance, now)
-        elif action.attempt > 0:
-            delay = (action.not_before or now) - now
-            text = (
-                f"instance {action.index} starts attempt {action.attempt} "
-                f"in {max(0.0, delay.total_seconds()):.0f} s"
-            )
-            instance_event(conn, task, instance, Reason.RETRYING, text, now, Severity.WARNING)
-        if action.not_before is None or action.not_before <= now:
-            turn.to_spawn.append((task, instance))
+    def create_attempts(self, conn: Connection, turn: Turn, now: datetime) -> None:
+        """Insert the turn's new attempts in one statement; those due now join
+        ``turn.to_spawn``, which stays in task order (admission's order)."""
+        news = [
+            task_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
+            for task, a in turn.attempts
+        ]
+        created = task_store.insert_instances(conn, news, now)
+        for task, action in turn.attempts:
+            instance = created[(task.id, action.index, action.attempt)]
+            _announce(conn, task, instance, action, now)
+            if action.not_before is None or action.not_before <= now:
+                turn.to_spawn.append((task, instance))
+        turn.to_spawn.sort(key=lambda item: item[0].id)
+        turn.attempts = []
 
     def _finish(
         self, conn: Connection, task: Task, action: planning.FinishTask, now: datetime
@@ -172,6 +159,21 @@ class Spawner:
         if unstarted.failed or unstarted.waiting:
             with self._store.write() as conn:
                 record_unstarted(conn, unstarted.failed, unstarted.waiting, self._clock.now())
+
+
+def _announce(
+    conn: Connection, task: Task, instance: Instance, action: planning.CreateAttempt, now: datetime
+) -> None:
+    """A retry or a restart after preemption gets an event; a first attempt does not."""
+    if action.after_preemption:
+        _record_restart(conn, task, instance, now)
+    elif action.attempt > 0:
+        delay = (action.not_before or now) - now
+        text = (
+            f"instance {instance.index} starts attempt {action.attempt} "
+            f"in {max(0.0, delay.total_seconds()):.0f} s"
+        )
+        instance_event(conn, task, instance, Reason.RETRYING, text, now, Severity.WARNING)
 
 
 def _record_restart(conn: Connection, task: Task, instance: Instance, now: datetime) -> None:

@@ -286,6 +286,38 @@ def insert_instance(
     return _instance(result.one())
 
 
+@dataclass(frozen=True)
+class NewInstance:
+    task_id: int
+    index: int
+    attempt: int
+    shards: list[str]
+    not_before: datetime | None
+    run_as: RunAs = RunAs.DEFAULT
+
+
+def insert_instances(
+    conn: Connection, news: Sequence[NewInstance], now: datetime
+) -> dict[tuple[int, int, int], Instance]:
+    """Insert pending instances in one statement (store/bulk.py); by (task id,
+    index, attempt)."""
+    rows = [
+        {
+            "run_as": new.run_as.value,
+            "task_id": new.task_id,
+            "index": new.index,
+            "attempt": new.attempt,
+            "status": InstanceStatus.PENDING.value,
+            "shards": new.shards,
+            "not_before": new.not_before,
+            "created_at": now,
+        }
+        for new in news
+    ]
+    inserted = insert_rows(conn, instances, rows, returning=list(instances.c))
+    return {(i.task_id, i.index, i.attempt): i for i in map(_instance, inserted)}
+
+
 def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:
     if not task_ids:
         return []
