@@ -217,13 +217,17 @@ def stop_server(jobyard: JobyardServer) -> None:
 
 
 def remove_cgroups(record: Path) -> None:
-    """Remove an instance's cgroups (and its server's parent, once empty): a
-    killed server leaves them, and they would outlive the test run."""
+    """Remove an instance's cgroups, its server's idle ones and its server's
+    parent, once empty: a killed server leaves them, and they would outlive
+    the test run."""
     with contextlib.suppress(OSError, ValueError, KeyError):
         cgroups = json.loads(record.read_text()).get("cgroups")
         if cgroups:
             group = CgroupSet.from_json(cgroups)
             group.remove_all()
             for path in group.unique_dirs:
+                for idle in path.parent.glob("idle-*"):
+                    with contextlib.suppress(OSError):
+                        idle.rmdir()
                 with contextlib.suppress(OSError):
                     path.parent.rmdir()

@@ -72,11 +72,9 @@ class CgroupSet:
 
     def create(self, limits: Limits | None) -> None:
         """Make the directories (replacing stale ones) and write the limits."""
-        self.remove_all()
         try:
             for path in self.unique_dirs:
-                _make_dirs(path.parent)  # gone if another runner on this data dir closed
-                path.mkdir()
+                _make_cgroup(path, self.version)
             if limits is not None:
                 self._apply(limits)
         except OSError:
@@ -84,17 +82,13 @@ class CgroupSet:
             raise
 
     def _apply(self, limits: Limits) -> None:
-        memory, cpu = self.dirs["memory"], self.dirs["cpu"]
+        memory = self.dirs["memory"]
         if self.version == 1:
-            _write(memory / "memory.limit_in_bytes", limits.memory_bytes)
-            # Swap must not dodge the limit: memory+swap gets the same one.
-            _write_if_present(memory / "memory.memsw.limit_in_bytes", limits.memory_bytes)
-            period = _read_int(cpu / "cpu.cfs_period_us") or DEFAULT_PERIOD_US
-            _write(cpu / "cpu.cfs_quota_us", _quota(limits.cpu, period))
+            write_memory_limit_v1(memory, limits.memory_bytes)
         else:
             _write(memory / "memory.max", limits.memory_bytes)
             _write_if_present(memory / "memory.swap.max", 0)
-            _write(cpu / "cpu.max", f"{_quota(limits.cpu, DEFAULT_PERIOD_US)} {DEFAULT_PERIOD_US}")
+        write_quota(self, limits.cpu)
 
     def members(self) -> set[int]:
         """Every process in the instance's cgroups."""
@@ -110,6 +104,8 @@ class CgroupSet:
         so a pid reused by a process outside the cgroup is never signalled.
         """
         listed = self.members()
+        if not listed:
+            return 0
         pidfds: dict[int, int] = {}
         for pid in listed:
             with contextlib.suppress(OSError):
@@ -167,6 +163,33 @@ class CgroupSet:
     def remove(self) -> None:
         for path in self.unique_dirs:
             _rmdir(path)
+
+
+def write_memory_limit_v1(memory: Path, limit: int) -> None:
+    """The memory limit, and the same for memory+swap so swap cannot dodge it.
+
+    The kernel keeps memory+swap at or above memory: a raise (of a reused
+    cgroup) must go to memory+swap first.
+    """
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    try:
+        _write(memory / "memory.limit_in_bytes", limit)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        _write_if_present(memsw, limit)
+        _write(memory / "memory.limit_in_bytes", limit)
+    _write_if_present(memsw, limit)
+
+
+def write_quota(cgroups: CgroupSet, cpu: float) -> None:
+    """The CPU quota: ``cpu`` cores' worth of every period."""
+    path = cgroups.dirs["cpu"]
+    if cgroups.version == 1:
+        period = _read_int(path / "cpu.cfs_period_us") or DEFAULT_PERIOD_US
+        _write(path / "cpu.cfs_quota_us", _quota(cpu, period))
+    else:
+        _write(path / "cpu.max", f"{_quota(cpu, DEFAULT_PERIOD_US)} {DEFAULT_PERIOD_US}")
 
 
 @dataclass(frozen=True)
@@ -337,10 +360,20 @@ def _write_if_present(path: Path, value: object) -> None:
 
 
 def _read_text(path: Path) -> str:
+    # os-level: Path.read_text makes a buffered text file (fstat, ioctl, lseek) per read.
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _read_int(path: Path) -> int | None:
@@ -364,6 +397,18 @@ def _read_keyed(path: Path) -> dict[str, int]:
     return values
 
 
+def _make_cgroup(path: Path, version: int) -> None:
+    """mkdir, replacing a stale cgroup of that name (a server died before removing it)."""
+    try:
+        path.mkdir()
+        return
+    except FileNotFoundError:
+        _make_dirs(path.parent)  # gone if another runner on this data dir closed
+    except FileExistsError:
+        CgroupSet(version, dict.fromkeys(CONTROLLERS, path)).remove_all()
+    path.mkdir()
+
+
 def _make_dirs(path: Path, attempts: int = 5) -> None:
     """mkdir -p, again if another server removed the shared ``jobyard`` parent meanwhile."""
     for attempt in range(attempts):
@@ -378,7 +423,8 @@ def _make_dirs(path: Path, attempts: int = 5) -> None:
 def _rmdir(path: Path, attempts: Iterable[float] = (0.0, 0.01, 0.05, 0.1, 0.2)) -> None:
     """Remove a cgroup; members that just died may keep it busy for a moment."""
     for pause in attempts:
-        time.sleep(pause)
+        if pause:
+            time.sleep(pause)
         try:
             path.rmdir()
             return

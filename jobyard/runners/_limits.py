@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobyard.runners._cgroup_pool import CgroupPool
 from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage, Hierarchy, discover
 from jobyard.runners._memwatch import MemoryWatch
 from jobyard.runners.base import Limits
@@ -71,9 +72,18 @@ class InstanceResources:
 
 
 class CgroupResources(InstanceResources):
-    def __init__(self, cgroups: CgroupSet, memory_limit_bytes: int | None) -> None:
-        super().__init__(memory_limit_bytes)
+    def __init__(
+        self,
+        cgroups: CgroupSet,
+        limits: Limits | None,
+        oom_kills_before: int = 0,
+        pool: CgroupPool | None = None,
+    ) -> None:
+        super().__init__(limits.memory_bytes if limits else None)
         self.cgroups = cgroups
+        self.limits = limits
+        self.oom_kills_before = oom_kills_before  # counted for an earlier user of the cgroup
+        self.pool = pool
 
     def join_files(self) -> list[str]:
         return self.cgroups.procs_files()
@@ -84,20 +94,24 @@ class CgroupResources(InstanceResources):
     def finish(self, exit_code: int | None, rusage: resource.struct_rusage | None) -> Usage:
         # Counters are read after the kill (so they include the leftovers) and
         # before the removal (which loses them).
-        if not self.cgroups.kill_all():
+        emptied = self.cgroups.kill_all()
+        if not emptied:
             logger.warning("processes in %s would not die", self.cgroups.unique_dirs[0])
         counted = self.cgroups.usage()
-        self.cgroups.remove()
-        oom = _oom_killed(counted, exit_code)
+        # Emptied cgroups go back to the pool (reset) rather than to the kernel.
+        pool = self.pool if emptied else None
+        if pool is None or not pool.recycle(self.cgroups, self.limits, counted):
+            self.cgroups.remove()
+        oom = _oom_killed(counted, exit_code, self.oom_kills_before)
         return Usage(oom, counted.peak_memory_bytes, counted.cpu_seconds)
 
 
-def _oom_killed(counted: CgroupUsage, exit_code: int | None) -> bool:
+def _oom_killed(counted: CgroupUsage, exit_code: int | None, oom_kills_before: int) -> bool:
     """An instance that exits 0 succeeded, even if the kernel killed one of its children."""
     if exit_code == 0:
         return False
     if counted.oom_kills is not None:
-        return counted.oom_kills > 0
+        return counted.oom_kills > oom_kills_before
     return counted.limit_hits > 0 and exit_code == _OOM_EXIT
 
 
@@ -133,9 +147,12 @@ class ResourceLimits:
         if setting not in SETTINGS:
             raise ValueError(f"resource limits must be one of {', '.join(SETTINGS)}: {setting!r}")
         self._hierarchy: Hierarchy | None = None
+        self._pool: CgroupPool | None = None
         self._watch: MemoryWatch | None = None
         if setting in ("auto", "cgroup"):
             self._hierarchy = _hierarchy_or_none(setting, data_dir)
+        if self._hierarchy is not None and self._hierarchy.version == 1:
+            self._pool = CgroupPool(self._hierarchy)
         if self._hierarchy is not None:
             self.mode = self._hierarchy.mode
             where = self._hierarchy.bases["memory"]
@@ -150,52 +167,67 @@ class ResourceLimits:
 
     def prepare(self, run_dir: Path, instance_id: int, limits: Limits | None) -> InstanceResources:
         """Make the instance's share before its wrapper starts."""
-        memory = limits.memory_bytes if limits else None
-        cgroups = self._hierarchy.cgroups_of(instance_id) if self._hierarchy else None
-        # Recorded first: a server that dies next still finds the cgroups to remove.
-        _write_record(run_dir, limits, cgroups)
-        if cgroups is not None:
+        if self._hierarchy is None:
+            _write_record(run_dir, _Record(limits))
+            return self._resources(instance_id, _Record(limits))
+        cgroups = self._hierarchy.cgroups_of(instance_id)
+        record = self._reuse(run_dir, cgroups, limits)
+        if record is None:
+            record = _Record(limits, cgroups)
+            # Recorded first: a server that dies next still finds the cgroups to remove.
+            _write_record(run_dir, record)
             cgroups.create(limits)
-        return self._resources(instance_id, memory, cgroups)
+        return self._resources(instance_id, record)
+
+    def _reuse(self, run_dir: Path, cgroups: CgroupSet, limits: Limits | None) -> _Record | None:
+        """Give the instance an idle cgroup set from the pool, if there is one."""
+        idle = self._pool.take(limits) if self._pool else None
+        if idle is None or self._pool is None:
+            return None
+        record = _Record(limits, cgroups, idle.oom_kills or 0)
+        _write_record(run_dir, record)
+        return record if self._pool.install(idle, cgroups, limits) else None
 
     def adopt(self, run_dir: Path, instance_id: int, pid: int) -> InstanceResources:
         """The share of an instance an earlier server started, still running as ``pid``."""
-        memory, cgroups = _read_record(run_dir)
-        resources = self._resources(instance_id, memory, cgroups)
+        resources = self._resources(instance_id, _read_record(run_dir))
         resources.started(pid)
         return resources
 
     def collect(self, run_dir: Path, exit_code: int | None) -> Usage:
         """What an instance that ended while no server watched used; its cgroups go."""
-        memory, cgroups = _read_record(run_dir)
-        if cgroups is None:
+        record = _read_record(run_dir)
+        if record.cgroups is None:
             return Usage()
-        return CgroupResources(cgroups, memory).finish(exit_code, None)
+        resources = CgroupResources(record.cgroups, record.limits, record.oom_kills_before)
+        return resources.finish(exit_code, None)
 
     def discard(self, run_dir: Path) -> None:
         """Kill whatever is in the instance's cgroups and remove them."""
-        _, cgroups = _read_record(run_dir)
+        cgroups = _read_record(run_dir).cgroups
         if cgroups is not None:
             cgroups.remove_all()
 
     def memory_limit(self, run_dir: Path) -> int | None:
-        return _read_record(run_dir)[0]
+        return _read_record(run_dir).memory_bytes
 
     def close(self) -> None:
         """Stop watching (instances keep their cgroups: a new server adopts them)."""
         if self._watch is not None:
             self._watch.close()
+        if self._pool is not None:
+            self._pool.close()
         if self._hierarchy is not None:
             self._hierarchy.remove_bases()
 
-    def _resources(
-        self, instance_id: int, memory: int | None, cgroups: CgroupSet | None
-    ) -> InstanceResources:
-        if cgroups is not None:
-            return CgroupResources(cgroups, memory)
+    def _resources(self, instance_id: int, record: _Record) -> InstanceResources:
+        if record.cgroups is not None:
+            return CgroupResources(
+                record.cgroups, record.limits, record.oom_kills_before, self._pool
+            )
         if self._watch is not None:
-            return TreeResources(self._watch, instance_id, memory)
-        return InstanceResources(memory)
+            return TreeResources(self._watch, instance_id, record.memory_bytes)
+        return InstanceResources(record.memory_bytes)
 
 
 def _hierarchy_or_none(setting: str, data_dir: Path) -> Hierarchy | None:
@@ -210,23 +242,40 @@ def _hierarchy_or_none(setting: str, data_dir: Path) -> Hierarchy | None:
         return None
 
 
-def _write_record(run_dir: Path, limits: Limits | None, cgroups: CgroupSet | None) -> None:
-    record = {
-        "cpu": limits.cpu if limits else None,
-        "memory_bytes": limits.memory_bytes if limits else None,
-        "cgroups": cgroups.to_json() if cgroups else None,
+@dataclass(frozen=True)
+class _Record:
+    """What an instance was given, kept in its run directory as ``resources.json``."""
+
+    limits: Limits | None
+    cgroups: CgroupSet | None = None
+    oom_kills_before: int = 0  # a reused cgroup's OOM kills before this instance
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return self.limits.memory_bytes if self.limits else None
+
+
+def _write_record(run_dir: Path, record: _Record) -> None:
+    data = {
+        "cpu": record.limits.cpu if record.limits else None,
+        "memory_bytes": record.memory_bytes,
+        "cgroups": record.cgroups.to_json() if record.cgroups else None,
+        "oom_kills_before": record.oom_kills_before,
     }
-    (run_dir / RESOURCES_FILE).write_text(json.dumps(record))
+    (run_dir / RESOURCES_FILE).write_text(json.dumps(data))
 
 
-def _read_record(run_dir: Path) -> tuple[int | None, CgroupSet | None]:
-    """The memory limit and cgroups an instance was given; none if not recorded."""
+def _read_record(run_dir: Path) -> _Record:
+    """What an instance was given; nothing if not recorded."""
     try:
-        record = json.loads((run_dir / RESOURCES_FILE).read_text())
+        data = json.loads((run_dir / RESOURCES_FILE).read_text())
     except (OSError, ValueError):
-        return None, None
-    memory = record.get("memory_bytes")
+        return _Record(None)
+    limits = None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        limits = Limits(cpu=float(data["cpu"]), memory_bytes=int(data["memory_bytes"]))
     cgroups = None
     with contextlib.suppress(KeyError, TypeError, ValueError):
-        cgroups = CgroupSet.from_json(record["cgroups"])
-    return (memory if isinstance(memory, int) else None), cgroups
+        cgroups = CgroupSet.from_json(data["cgroups"])
+    before = data.get("oom_kills_before", 0)
+    return _Record(limits, cgroups, before if isinstance(before, int) else 0)

@@ -7,8 +7,7 @@ server can account for it), ``stopping`` (left by ``stop`` just before its
 SIGTERM), ``resources.json`` (its limits and cgroups), ``cleanup.json`` (a
 command to run once it has ended; renamed ``cleanup.ran`` when claimed) and
 ``work/`` (cwd and $HOME, holding links to the entries of a shared directory;
-removed when the instance ends). Everything else stays until
-``remove_task_files``.
+emptied when the instance ends). Everything stays until ``remove_task_files``.
 
 Each instance is its own session and process group led by a /bin/sh wrapper
 (see ``_process``), inside its own cgroups where the host allows (see
@@ -34,9 +33,11 @@ from jobyard.errors import Conflict
 from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits, Usage
 from jobyard.runners._process import (
     STOP_MARKER,
+    empty_dir,
     instance_env,
     is_wrapper_of,
     kill_leftover_group,
+    read_exit_code,
     remove_tree,
     run_cleanup,
     spawn_wrapper,
@@ -241,7 +242,8 @@ class LocalRunner:
         """Called on the watcher thread once the instance's group is killed and reaped."""
         exit_code = status
         if instance.adopted:
-            exit_code = _read_int(instance.run_dir / "exit")
+            # Its wrapper has exited: the file is complete or will never be.
+            exit_code = read_exit_code(instance.run_dir, attempts=1)
             if exit_code is None:
                 exit_code = status
         with self._lock:
@@ -249,7 +251,7 @@ class LocalRunner:
             resources = self._resources.pop(instance.instance_id, None)
         resources = resources or InstanceResources(None)
         usage = resources.finish(exit_code, rusage)
-        remove_tree(instance.run_dir / "work")
+        empty_dir(instance.run_dir / "work")
         self._clean_up_after(instance.run_dir)
         report = _report(
             instance.instance_id,
@@ -265,11 +267,11 @@ class LocalRunner:
 
     def _exited(self, instance_id: int, run_dir: Path, pid: int | None) -> Recovered:
         """An instance that ended while no server watched it."""
+        exit_code = read_exit_code(run_dir)  # first: its wrapper may be writing it
         if pid is not None:
             kill_leftover_group(pid, run_dir)
-        exit_code = _read_int(run_dir / "exit")
         usage = self._limits.collect(run_dir, exit_code)
-        remove_tree(run_dir / "work")
+        empty_dir(run_dir / "work")
         self._clean_up_after(run_dir)
         stopped = (run_dir / STOP_MARKER).exists()
         limit = self._limits.memory_limit(run_dir)

@@ -209,8 +209,9 @@ def test_instance_environment_and_working_directory(
         env = parse_env(log)
         assert env["FILES"] == ""
         assert env["PWD"] not in (seen[0]["PWD"], seen[1]["PWD"])
-    # A working directory goes when its instance ends (the log stays).
-    assert not any(Path(env["PWD"]).exists() for env in seen)
+    # A working directory is emptied when its instance ends (the log stays); the
+    # empty directory goes with the task's files.
+    assert not any(Path(env["PWD"]).exists() and any(Path(env["PWD"]).iterdir()) for env in seen)
 
 
 def test_sharding_hands_each_shard_to_one_instance(server: JobyardServer) -> None:

@@ -245,6 +245,108 @@ def _members(path: Path) -> set[int]:
     return {int(pid) for pid in (path / "cgroup.procs").read_text().split()}
 
 
+# --- reused cgroups (v1) ------------------------------------------------------------
+
+WAIT_FOR_GO_THEN = 'while [ ! -e "$OUT/go{n}" ]; do sleep 0.02; done\n{rest}'
+
+
+def cgroup_inodes(harness: Harness, instance_id: int) -> list[int]:
+    return [path.stat().st_ino for path in cgroup_dirs(harness, instance_id)]
+
+
+def start_held(harness: Harness, runner: LocalRunner, n: int, rest: str, **limits: int) -> None:
+    """Start instance ``n``; it runs ``rest`` once $OUT/go<n> exists."""
+    harness.start(runner, limited(harness, n, WAIT_FOR_GO_THEN.format(n=n, rest=rest), **limits))
+    read_pid(harness.run_dir(1, n) / "pid")
+
+
+def test_a_reused_cgroup_does_not_carry_the_last_instances_oom_kill_or_usage(
+    harness: Harness,
+) -> None:
+    runner, exits = harness.runner("cgroup")
+    if runner.limits_mode != "cgroup-v1":
+        pytest.skip("cgroups are reused on v1 only")
+    start_held(harness, runner, 1, ALLOCATE, memory_mib=64)
+    first = cgroup_inodes(harness, 1)
+    (harness.out / "go1").touch()
+    killed = next_exit(exits, timeout=WAIT)
+    assert killed.oom_killed
+
+    start_held(harness, runner, 2, "exit 137", memory_mib=64)
+    assert cgroup_inodes(harness, 2) == first  # the same cgroups, renamed
+    (harness.out / "go2").touch()
+    report = next_exit(exits, timeout=WAIT)
+
+    assert report.exit_code == 137
+    assert not report.oom_killed
+    assert report.peak_memory_bytes is not None and report.peak_memory_bytes < 16 * MIB
+    assert report.cpu_seconds is not None and killed.cpu_seconds is not None
+    assert report.cpu_seconds < killed.cpu_seconds
+
+
+def test_a_reused_cgroup_gets_the_new_instances_limits(harness: Harness) -> None:
+    runner, exits = harness.runner("cgroup")
+    if runner.limits_mode != "cgroup-v1":
+        pytest.skip("cgroups are reused on v1 only")
+    start_held(harness, runner, 1, "true", cpu=1, memory_mib=64)
+    first = cgroup_inodes(harness, 1)
+    (harness.out / "go1").touch()
+    next_exit(exits)
+
+    start_held(harness, runner, 2, ALLOCATE, cpu=2, memory_mib=512)  # both raised
+    assert cgroup_inodes(harness, 2) == first
+    memory, cpu = (
+        Path(json.loads((harness.run_dir(1, 2) / "resources.json").read_text())["cgroups"][c])
+        for c in ("memory", "cpu")
+    )
+    assert int((memory / "memory.limit_in_bytes").read_text()) == 512 * MIB
+    assert int((cpu / "cpu.cfs_quota_us").read_text()) == 2 * int(
+        (cpu / "cpu.cfs_period_us").read_text()
+    )
+    runner.stop(2, grace_seconds=0)
+    next_exit(exits, timeout=WAIT)
+
+
+def test_a_cgroup_left_holding_memory_is_not_reused(harness: Harness, tmp_path: Path) -> None:
+    """Page cache the instance left (a file it wrote) would count as the next one's peak."""
+    runner, exits = harness.runner("cgroup")
+    if runner.limits_mode != "cgroup-v1":
+        pytest.skip("cgroups are reused on v1 only")
+    write = f"head -c 20000000 /dev/zero > {tmp_path}/cached"
+    start_held(harness, runner, 1, write)
+    first = cgroup_inodes(harness, 1)
+    (harness.out / "go1").touch()
+    next_exit(exits)
+
+    start_held(harness, runner, 2, "true")
+    assert cgroup_inodes(harness, 2) != first
+    (harness.out / "go2").touch()
+    report = next_exit(exits)
+    assert report.peak_memory_bytes is not None and report.peak_memory_bytes < 16 * MIB
+
+
+def test_idle_cgroups_of_a_gone_server_are_removed_at_start(harness: Harness) -> None:
+    runner, exits = harness.runner("cgroup")
+    if runner.limits_mode != "cgroup-v1":
+        pytest.skip("cgroups are reused on v1 only")
+    run_one(harness, runner, exits, limited(harness, 1, "true"))
+    bases = [path.parent for path in cgroup_dirs(harness, 1)]
+    mine = sorted(p.name for p in bases[0].iterdir() if p.name.startswith("idle-"))
+    assert len(mine) == 1  # the ended instance's cgroups, idle
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = [base / f"idle-{gone.pid}.1-1" for base in bases]
+    for path in stale:
+        path.mkdir()
+
+    harness.runner("cgroup")  # a new server on the same data directory
+
+    assert not any(path.exists() for path in stale)
+    assert all((base / mine[0]).is_dir() for base in bases)  # the live runner's stay
+    runner.close()
+    assert not any((base / mine[0]).exists() for base in bases)
+
+
 # --- after a server restart ---------------------------------------------------------
 
 ALLOCATE_ON_GO = 'while [ ! -e "$OUT/go" ]; do sleep 0.02; done\n' + ALLOCATE

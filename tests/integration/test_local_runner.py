@@ -119,6 +119,11 @@ def read_pid(path: Path) -> int:
     return int(path.read_text())
 
 
+def is_empty_dir(path: Path) -> bool:
+    """The work dir after an instance: kept (a deletion per instance is costly), emptied."""
+    return path.is_dir() and not any(path.iterdir())
+
+
 def is_gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -168,7 +173,7 @@ def test_env_is_exactly_the_launch_env_plus_defaults(
     assert env["LANG"] == "en_US.UTF-8"  # the launch env overrides a default
 
 
-def test_cwd_is_a_fresh_work_dir_removed_after_exit(harness: Harness) -> None:
+def test_cwd_is_a_fresh_work_dir_emptied_after_exit(harness: Harness) -> None:
     runner, exits = harness.runner()
     harness.start(runner, harness.launch(1, 1, "pwd; ls -A | wc -l; touch left-here"))
     assert next_exit(exits).exit_code == 0
@@ -177,8 +182,8 @@ def test_cwd_is_a_fresh_work_dir_removed_after_exit(harness: Harness) -> None:
     cwd, entries = runner.log_path(1, 1).read_text().split()
     assert cwd == str(run_dir / "work")
     assert entries == "0"
-    assert not (run_dir / "work").exists()
-    left = ["exit", "output.log", "pid", "resources.json", "script"]
+    assert is_empty_dir(run_dir / "work")
+    left = ["exit", "output.log", "pid", "resources.json", "script", "work"]
     assert sorted(p.name for p in run_dir.iterdir()) == left
 
 
@@ -188,7 +193,16 @@ def test_read_only_dirs_in_work_dir_are_removed(harness: Harness) -> None:
     harness.start(runner, harness.launch(1, 1, script))
     assert next_exit(exits).exit_code == 0
 
-    assert not (harness.run_dir(1, 1) / "work").exists()
+    assert is_empty_dir(harness.run_dir(1, 1) / "work")
+
+
+def test_a_work_dir_made_read_only_is_removed_whole(harness: Harness) -> None:
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, "touch f && chmod 500 ."))
+    assert next_exit(exits).exit_code == 0
+
+    work = harness.run_dir(1, 1) / "work"
+    assert not work.exists() or is_empty_dir(work)
 
 
 def test_output_log_interleaves_stdout_and_stderr_live(harness: Harness) -> None:
@@ -304,7 +318,7 @@ def test_recover_adopts_a_running_instance_and_reports_its_exit(harness: Harness
 
     assert brief(next_exit(exits)) == InstanceExit(1, 5, stopped=False)
     assert old_exits.empty()
-    assert not (harness.run_dir(1, 1) / "work").exists()
+    assert is_empty_dir(harness.run_dir(1, 1) / "work")
     with pytest.raises(queue.Empty):
         exits.get(timeout=0.3)
 
@@ -420,7 +434,7 @@ def test_shared_dir_entries_are_linked_into_the_work_dir(harness: Harness, tmp_p
     assert runner.log_path(1, 1).read_text() == "from the package\nlinked\nlib\nmain.py\nmine\n"
     assert sorted(p.name for p in shared.iterdir()) == ["lib", "main.py"]  # left as it was
     assert (shared / "lib" / "data.txt").read_text() == "from the package\n"
-    assert not (harness.run_dir(1, 1) / "work").exists()
+    assert is_empty_dir(harness.run_dir(1, 1) / "work")
 
 
 def test_a_missing_shared_dir_fails_the_start(harness: Harness, tmp_path: Path) -> None:
