@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ import uvicorn
 from jobyard.config import Settings
 from jobyard.runners.containers import ENGINE_CHOICES
 from jobyard.runners.local import RESOURCE_LIMITS
+
+logger = logging.getLogger(__name__)
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -163,6 +166,7 @@ def server(
         runtime_path=runtime_path,
     )
     _exit_quietly_on_signals()
+    _raise_open_files_limit()
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -174,6 +178,24 @@ def server(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
+
+
+OPEN_FILES_WITHOUT_HARD_LIMIT = 1 << 20
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as servers do.
+
+    The local runner holds a descriptor per live instance (its pidfd): under a
+    soft limit of 1,024 the 1,009th concurrent instance would fail to start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as err:
+            logger.warning("could not raise the open files limit from %s: %s", soft, err)
 
 
 def _exit_quietly_on_signals() -> None:

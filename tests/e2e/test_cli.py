@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import ssl
 import subprocess
 import sys
@@ -442,3 +443,23 @@ def test_entry_points(offline: Cli) -> None:
         timeout=60,
     )
     assert module.returncode == 0 and "--replicas" in module.stdout and "--url" in module.stdout
+
+
+def test_server_raises_its_open_files_limit(tmp_path: Path) -> None:
+    """Each live instance holds a descriptor: a soft limit of 512 must not cap them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard limit on open files is only {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        jobyard = start_server(tmp_path)  # inherits the soft limit of 512
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert jobyard.process is not None
+        limits = Path(f"/proc/{jobyard.process.pid}/limits").read_text()
+        line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+        server_soft = line.split()[3]
+        assert server_soft == "unlimited" or int(server_soft) > 512, line
+    finally:
+        stop_server(jobyard)
