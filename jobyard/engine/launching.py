@@ -58,12 +58,11 @@ def launch_task(
         event_id=request.event_id,
         payload=request.payload,
     )
-    task_id = task_store.insert_task(conn, new, now)
-    if task_id is None:  # lost a race on the same key with another writer
+    task = task_store.insert_task(conn, new, now, template.namespace, template.name)
+    if task is None:  # lost a race on the same key with another writer
         found = _existing(conn, template, request)
         assert found is not None
         return Launched(found, created=False)
-    task = task_store.get_task(conn, task_id)
     message = _created_message(task.trigger, task.instance_count, task.scheduled_time)
     task_event(conn, task, Reason.TASK_CREATED, message, now)
     return Launched(task, created=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,10 @@ def _task_select() -> sa.Select[Any]:
 
 
 def _task(row: Row[Any]) -> Task:
-    m = row._mapping
+    return _task_of(row._mapping)
+
+
+def _task_of(m: Mapping[Any, Any]) -> Task:
     return Task(
         id=m["id"],
         template_id=m["template_id"],
@@ -85,15 +88,22 @@ def _task_row(new: NewTask, now: datetime) -> dict[str, Any]:
     }
 
 
-def insert_task(conn: Connection, new: NewTask, now: datetime) -> int | None:
-    """Insert a pending task; None when its (template, scheduled time or event id) exists."""
-    values = _task_row(new, now)
+def insert_task(
+    conn: Connection, new: NewTask, now: datetime, namespace: str, template_name: str
+) -> Task | None:
+    """Insert a pending task of the template named so; None when its (template,
+    scheduled time or event id) exists. Returns the row as inserted: no read back."""
+    insert = tasks.insert().values(**_task_row(new, now)).returning(*tasks.c)
+    names = {"namespace": namespace, "template_name": template_name}
+    if new.scheduled_time is None and new.event_id is None:
+        # No key that another writer could hold: no savepoint needed.
+        return _task_of({**conn.execute(insert).one()._mapping, **names})
     try:
         with conn.begin_nested():
-            result = conn.execute(tasks.insert().values(**values).returning(tasks.c.id))
-            return int(result.scalar_one())
+            row = conn.execute(insert).one()
     except IntegrityError:
         return None
+    return _task_of({**row._mapping, **names})
 
 
 def insert_scheduled_tasks(
