@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jobyard.config import Settings
 from jobyard.engine.admission import Admitter, node_capacity
+from jobyard.engine.batching import LaunchBatcher
 from jobyard.engine.clock import Clock, SystemClock
 from jobyard.engine.controller import Controller
 from jobyard.engine.launches import Launcher
@@ -58,7 +59,11 @@ class Engine:
         self.templates = TemplateService(
             self.store, self.clock, self.scheduler, self.controller, self.containers
         )
-        self.tasks = TaskService(self.store, self.clock, self.controller, self.runner, self.specs)
+        # Woken after the commit, so that the controller's read finds the tasks.
+        self.launches = LaunchBatcher(self.store, self.clock, self.controller.wake)
+        self.tasks = TaskService(
+            self.store, self.clock, self.controller, self.runner, self.specs, self.launches
+        )
         self.tokens = TokenService(self.store, self.clock, settings.admin_token)
 
     def _on_exit(self, exit: InstanceExit) -> None:
@@ -101,6 +106,7 @@ class Engine:
         """Stop scheduling and watching; running instances keep running and are
         adopted by the next start."""
         self.scheduler.stop()
+        self.launches.close()
         self.preparer.close()
         self.controller.stop()
         self.runner.close()

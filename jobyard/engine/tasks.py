@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-from jobyard.domain import Event, Instance, Reason, Task, TriggerKind
+from sqlalchemy.engine import Connection
+
+from jobyard.domain import Event, Instance, Reason, Task, Template, TriggerKind
+from jobyard.engine.batching import LaunchBatcher
 from jobyard.engine.clock import Clock
 from jobyard.engine.controller import Controller, Orphans
 from jobyard.engine.events import task_event
-from jobyard.engine.launching import Launched, TaskRequest, launch_task
+from jobyard.engine.launching import Launched, TaskRequest
 from jobyard.engine.specs import SpecCache
 from jobyard.runners.base import Runner
 from jobyard.spec import RunOverrides
@@ -21,8 +25,15 @@ from jobyard.store import templates as template_store
 
 class TaskService:
     def __init__(
-        self, store: Store, clock: Clock, controller: Controller, runner: Runner, specs: SpecCache
+        self,
+        store: Store,
+        clock: Clock,
+        controller: Controller,
+        runner: Runner,
+        specs: SpecCache,
+        launches: LaunchBatcher,
     ) -> None:
+        self._launches = launches
         self._store = store
         self._clock = clock
         self._controller = controller
@@ -39,23 +50,11 @@ class TaskService:
     ) -> Launched:
         """Start a task now (raises ConcurrencyForbidden under Forbid)."""
         request = TaskRequest(trigger=trigger, overrides=overrides, event_id=event_id)
-        with self._store.write() as conn:
-            template = template_store.locked_template(conn, namespace, name)
-            launched = launch_task(conn, template, request, self._clock.now())
-        return self._woken(launched)
+        return self._launches.launch(partial(_locked, namespace, name), request)
 
     def run_by_id(self, template_id: str, request: TaskRequest) -> Launched:
         """Start a task of the template with this id (HTTP triggers, SAE ExecJob)."""
-        with self._store.write() as conn:
-            template = template_store.locked_template_by_id(conn, template_id)
-            launched = launch_task(conn, template, request, self._clock.now())
-        return self._woken(launched)
-
-    def _woken(self, launched: Launched) -> Launched:
-        # After the commit, so that the controller's read finds the task.
-        if launched.created:
-            self._controller.wake()
-        return launched
+        return self._launches.launch(partial(_locked_by_id, template_id), request)
 
     def stop_task(self, task_id: int) -> Task:
         now = self._clock.now()
@@ -118,3 +117,11 @@ class TaskService:
     def events(self, query: event_store.EventQuery) -> list[Event]:
         with self._store.read() as conn:
             return event_store.search_events(conn, query)
+
+
+def _locked(namespace: str, name: str, conn: Connection) -> Template:
+    return template_store.locked_template(conn, namespace, name)
+
+
+def _locked_by_id(template_id: str, conn: Connection) -> Template:
+    return template_store.locked_template_by_id(conn, template_id)

@@ -1,0 +1,94 @@
+"""Group commit of task launches against real databases: launches asked for at
+once are written together, each caller gets its own task, and one that fails
+fails alone."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import pytest
+from sqlalchemy.engine import Connection
+
+from jobyard.domain import Template, TriggerKind
+from jobyard.engine.batching import LaunchBatcher
+from jobyard.engine.launching import Launched, TaskRequest
+from jobyard.errors import ConcurrencyForbidden, NotFound
+from jobyard.store import Store
+from jobyard.store import templates as template_store
+from tests.integration.test_firing import NOW, FixedClock, make_cron_templates, tasks_of
+
+
+class Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    store.migrate()
+    with store.write() as conn:
+        template_store.ensure_namespace(conn, "default", NOW)
+    yield store
+    store.close()
+
+
+def _by_id(template_id: str, conn: Connection) -> Template:
+    return template_store.locked_template_by_id(conn, template_id)
+
+
+def _launch_many(batcher: LaunchBatcher, template_ids: list[str]) -> list[Launched | Exception]:
+    """Launch from as many threads at once, so that launches queue together."""
+    start = threading.Barrier(len(template_ids))
+
+    def one(template_id: str) -> Launched | Exception:
+        start.wait(timeout=30)
+        request = TaskRequest(trigger=TriggerKind.HTTP)
+        try:
+            return batcher.launch(partial(_by_id, template_id), request)
+        except Exception as err:
+            return err
+
+    with ThreadPoolExecutor(len(template_ids)) as pool:
+        return list(pool.map(one, template_ids))
+
+
+def test_concurrent_launches_each_get_their_own_committed_task(store: Store) -> None:
+    template_ids = make_cron_templates(store, 8)
+    wakes = Wakes()
+    batcher = LaunchBatcher(store, FixedClock(), wakes)
+    try:
+        results = _launch_many(batcher, template_ids * 5)
+    finally:
+        batcher.close()
+    assert all(isinstance(r, Launched) and r.created for r in results)
+    ids = [r.task.id for r in results if isinstance(r, Launched)]
+    assert len(set(ids)) == 40
+    for template_id in template_ids:
+        assert len(tasks_of(store, template_id)) == 5  # committed, each once
+    assert 1 <= wakes.count <= 40
+
+
+def test_a_failing_launch_fails_alone(store: Store) -> None:
+    allowed = make_cron_templates(store, 3)
+    [forbid] = make_cron_templates(store, 1, prefix="forbid", policy="Forbid")
+    batcher = LaunchBatcher(store, FixedClock(), Wakes())
+    try:
+        results = _launch_many(batcher, [*allowed, forbid, forbid, "no-such-template", *allowed])
+    finally:
+        batcher.close()
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert sorted(type(e).__name__ for e in errors) == ["ConcurrencyForbidden", "NotFound"]
+    assert any(isinstance(e, ConcurrencyForbidden) for e in errors)
+    assert any(isinstance(e, NotFound) for e in errors)
+    assert len(tasks_of(store, forbid)) == 1
+    for template_id in allowed:
+        assert len(tasks_of(store, template_id)) == 2
