@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every benchmark at the issue's sizes, one after another, on SQLite and on
+# PostgreSQL; each JSON line goes to $OUT/<name>.json, progress to $OUT/progress.log.
+# Usage: bench/run_all.sh [OUT] (default bench/results); PG=<server URL> to change it.
+# About 45 minutes on 2 cores. Run it on an otherwise quiet machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench/results}
+PG=${PG:-postgresql://postgres@127.0.0.1:5432/postgres}
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p "$OUT"
+run() {
+    local name=$1; shift
+    echo "[$(date +%T)] $name: $*" >> "$OUT/progress.log"
+    "$PY" "$@" > "$OUT/$name.json" 2>> "$OUT/progress.log"
+    echo "[$(date +%T)] $name done, exit $?" >> "$OUT/progress.log"
+}
+run cron-sqlite bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler
+run cron-pg bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler --database-url "$PG"
+run herd-sqlite bench/cron_lateness.py --herd 10000 --herd-lead 100 --peer apscheduler
+run herd-pg bench/cron_lateness.py --herd 10000 --herd-lead 100 --peer apscheduler --database-url "$PG"
+run trigger-sqlite bench/trigger_latency.py --count 1000
+run trigger-pg bench/trigger_latency.py --count 1000 --database-url "$PG"
+run throughput-sqlite bench/throughput.py --count 10000 --clients 32
+run throughput-pg bench/throughput.py --count 10000 --clients 32 --database-url "$PG"
+run scale-templates-sqlite bench/scale.py --instances 0 --samples 20
+run scale-instances-sqlite bench/scale.py --cron-templates 0 --samples 20
+run scale-instances-pg bench/scale.py --cron-templates 0 --samples 20 --database-url "$PG"
+run scale-templates-pg bench/scale.py --instances 0 --samples 20 --database-url "$PG"
+echo "[$(date +%T)] all done" >> "$OUT/progress.log"
