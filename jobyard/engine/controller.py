@@ -189,13 +189,13 @@ class Controller:
             for task in active
         ]
         planned = [plan for plan in plans if plan is not None]
-        work = [plan for plan in planned if plan[2] is not None and plan[2].actions]
+        work = [(task, spec, plan) for task, spec, plan in planned if plan and plan.actions]
         if not work:
             return turn  # nothing to write: no transaction at all
         with self._store.write() as conn:
             for task, spec, plan in work:
                 by_id = {instance.id: instance for instance in by_task[task.id]}
-                for action in plan.actions if plan is not None else ():
+                for action in plan.actions:
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
             self._spawner.create_attempts(conn, turn, now)
             if turn.to_spawn:
