@@ -61,7 +61,7 @@ def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime)
         task = None if instance is None else tasks.get(instance.task_id)
         if instance is None or task is None:
             continue  # deleted with its task while it ran
-        event = _end_with_usage(conn, exit, task, instance, now)
+        event = _end(conn, exit, task, instance, now)
         if event is not None:
             events.append(event)
     add_events(conn, events, now)
@@ -73,49 +73,24 @@ def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
         task = task_store.get_task(conn, instance.task_id)
     except NotFound:
         return  # deleted with its task while it ran
-    event = _end_with_usage(conn, exit, task, instance, now)
-    if event is not None:
-        add_events(conn, [event], now)
-
-
-def _end_with_usage(
-    conn: Connection, exit: InstanceExit, task: Task, instance: Instance, now: datetime
-) -> NewEvent | None:
-    status, reason, message = outcome(exit, task, instance)
-    event = _end(conn, task, instance, status, exit.exit_code, reason, message, now)
-    if exit.peak_memory_bytes is not None or exit.cpu_seconds is not None:
-        task_store.record_usage(conn, instance.id, exit.peak_memory_bytes, exit.cpu_seconds)
-    return event
-
-
-def end_instance(
-    conn: Connection,
-    task: Task,
-    instance: Instance,
-    status: InstanceStatus,
-    exit_code: int | None,
-    reason: str | None,
-    message: str,
-    now: datetime,
-) -> None:
-    event = _end(conn, task, instance, status, exit_code, reason, message, now)
+    event = _end(conn, exit, task, instance, now)
     if event is not None:
         add_events(conn, [event], now)
 
 
 def _end(
-    conn: Connection,
-    task: Task,
-    instance: Instance,
-    status: InstanceStatus,
-    exit_code: int | None,
-    reason: str | None,
-    message: str,
-    now: datetime,
+    conn: Connection, exit: InstanceExit, task: Task, instance: Instance, now: datetime
 ) -> NewEvent | None:
-    """Finish the instance; its event, or None when it had already ended."""
-    if not task_store.finish_instance(conn, instance.id, status, exit_code, reason, message, now):
-        return None  # already recorded
+    """Finish the instance as its exit says; its event, or None when it had
+    already ended (a repeated report)."""
+    status, reason, message = outcome(exit, task, instance)
+    finished = task_store.finish_instance(
+        conn, instance.id, status, exit.exit_code, reason, message, now
+    )
+    if exit.peak_memory_bytes is not None or exit.cpu_seconds is not None:
+        task_store.record_usage(conn, instance.id, exit.peak_memory_bytes, exit.cpu_seconds)
+    if not finished:
+        return None
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
     if reason == Reason.OOM_KILLED:
         event_reason = Reason.OOM_KILLED

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -58,16 +56,6 @@ class MeetingClock(FixedClock):
         if first:
             self._barrier.wait(timeout=30)
         return super().now()
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    store.migrate()
-    with store.write() as conn:
-        template_store.ensure_namespace(conn, "default", NOW)
-    yield store
-    store.close()
 
 
 def make_cron_templates(

@@ -5,11 +5,9 @@ fails alone."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-import pytest
 from sqlalchemy.engine import Connection
 
 from jobyard.domain import Template, TriggerKind
@@ -18,7 +16,7 @@ from jobyard.engine.launching import Launched, TaskRequest
 from jobyard.errors import ConcurrencyForbidden, NotFound
 from jobyard.store import Store
 from jobyard.store import templates as template_store
-from tests.integration.test_firing import NOW, FixedClock, make_cron_templates, tasks_of
+from tests.integration.test_firing import FixedClock, make_cron_templates, tasks_of
 
 
 class Wakes:
@@ -29,16 +27,6 @@ class Wakes:
     def __call__(self) -> None:
         with self._lock:
             self.count += 1
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    store.migrate()
-    with store.write() as conn:
-        template_store.ensure_namespace(conn, "default", NOW)
-    yield store
-    store.close()
 
 
 def _by_id(template_id: str, conn: Connection) -> Template:

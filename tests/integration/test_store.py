@@ -21,16 +21,6 @@ from jobyard.store.tables import metadata
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(database_url: str) -> Store:
-    store = Store(database_url)
-    store.migrate()
-    with store.write() as conn:
-        template_store.ensure_namespace(conn, "default", NOW)
-    yield store
-    store.close()
-
-
 def make_template(store: Store, policy: str = "Allow") -> str:
     spec = parse_spec(
         {"name": "t", "deployment": {"type": "script", "script": "true"},
