@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: the advisory lock that lets only one replica migrate at a time.
 MIGRATION_LOCK_KEY = 7_302_114
+CHECKPOINT_SECONDS = 0.5  # how often SQLite's write-ahead log is copied to the database
 
 
 def normalize_url(url: str) -> str:
@@ -48,6 +49,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's work
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -125,6 +127,44 @@ class WriterQueue:
             self._busy = False
 
 
+class Checkpointer:
+    """Copies SQLite's write-ahead log into the database file, on a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the commit that takes the log past 1,000
+    pages: that writer (a cron firing, say) waits tens of milliseconds for the copying,
+    and so does every writer queued behind it. With it off, writers only append to the
+    log, and this thread checkpoints it twice a second. A PASSIVE checkpoint blocks no
+    reader or writer, and once it has copied the whole log the next writer starts the
+    log over, so it does not grow.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobyard-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(CHECKPOINT_SECONDS):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        try:
+            # The driver's connection is in autocommit: no transaction holds a snapshot.
+            connection = self._engine.raw_connection()
+            try:
+                connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            finally:
+                connection.close()
+        except Exception:  # the next one will try again
+            logger.warning("checkpointing the database failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self.checkpoint()
+
+
 class Store:
     """The database. ``write()`` and ``read()`` hand out one transaction each."""
 
@@ -133,6 +173,7 @@ class Store:
         self.engine = create_engine(self.url)
         # SQLite has one writer at a time; PostgreSQL locks rows, not the database.
         self._writers = WriterQueue() if self.dialect == "sqlite" else None
+        self._checkpointer = Checkpointer(self.engine) if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -182,4 +223,6 @@ class Store:
         logger.info("database schema is current (%s)", self.dialect)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()

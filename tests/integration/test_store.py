@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from jobyard.domain import TriggerKind
+from jobyard.domain import NewEvent, Severity, SourceType, TriggerKind
 from jobyard.engine.launching import TaskRequest, launch_task
 from jobyard.errors import AlreadyExists, ConcurrencyForbidden
 from jobyard.spec import parse_spec
 from jobyard.store import Store
+from jobyard.store import events as event_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
+from jobyard.store.db import CHECKPOINT_SECONDS
+from jobyard.store.events import EventQuery
 from jobyard.store.tables import metadata
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -151,3 +156,39 @@ def test_a_controller_turn_reads_running_ending_and_the_oldest_pending_tasks(
     with store.read() as conn:
         considered = [task.id for task in task_store.tasks_to_reconcile(conn, 2)]
     assert considered == [ids[0], ids[1], ids[4], ids[5]]
+
+
+def test_writers_leave_the_log_to_the_checkpointer_and_it_stays_small(store: Store) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("the write-ahead log is SQLite's")
+    log = Path(store.engine.url.database + "-wal")
+
+    def write_and_wait() -> int:
+        with store.write() as conn:  # ~2,000 pages of log: past SQLite's own checkpoint
+            events = [_big_event(i) for i in range(4_000)]
+            event_store.add_events(conn, events, NOW)
+        size = log.stat().st_size
+        time.sleep(CHECKPOINT_SECONDS * 4)  # the checkpointer's turn
+        return size
+
+    sizes = [write_and_wait() for _ in range(3)]
+
+    # Writers do not checkpoint (that waits in their commit); had nobody, the log would
+    # hold all three writes.
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    assert sizes[0] > 1_000 * 4096
+    assert sizes[2] < 2 * sizes[0], sizes
+    with store.read() as conn:
+        assert len(event_store.search_events(conn, EventQuery(limit=20_000))) == 12_000
+
+
+def _big_event(i: int) -> NewEvent:
+    return NewEvent(
+        source_type=SourceType.SCHEDULER,
+        source_name="bench",
+        reason="Filler",
+        message=f"{i:06d} " + "x" * 1_900,
+        severity=Severity.NORMAL,
+        namespace="default",
+    )
