@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,12 +27,26 @@ SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 GUARDED = [Depends(authorize)]
 
 
+def _settle_heap() -> None:
+    """Leave what start-up made (modules, schemas, compiled queries: most of the heap)
+    out of the garbage collector's full passes.
+
+    A full pass stops every thread. Over the whole heap it took 60-90 ms, every few
+    seconds under load: cron firings and HTTP triggers caught in it were that much
+    later. Over what was made since start-up it takes 6-13 ms. What start-up made lives
+    as long as the server, so nothing that should be collected is kept.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings)
         await run_in_threadpool(engine.start)
         app.state.engine = engine
+        _settle_heap()
         try:
             yield
         finally:
