@@ -23,6 +23,7 @@ from jobyard.engine.admission import Admitter
 from jobyard.engine.clock import Clock
 from jobyard.engine.exits import record_exits
 from jobyard.engine.launches import Launcher
+from jobyard.engine.precedence import Precedence
 from jobyard.engine.spawning import Spawner, Turn
 from jobyard.engine.specs import SpecCache
 from jobyard.engine.starts import Started, record_started
@@ -60,8 +61,10 @@ class Controller:
         launcher: Launcher,
         admitter: Admitter,
         resync_seconds: float,
+        precedence: Precedence | None = None,
     ) -> None:
         self._admitter = admitter
+        self._precedence = precedence or Precedence()
         self._store = store
         self._runner = runner
         self._clock = clock
@@ -152,6 +155,7 @@ class Controller:
         return message.task.id not in self._deferred
 
     def _record(self, reports: list[Started], exits: list[InstanceExit]) -> None:
+        self._precedence.give_way()
         now = self._clock.now()
         with self._store.write() as conn:
             to_stop = record_started(conn, reports, now)
@@ -177,6 +181,7 @@ class Controller:
         return wake_at
 
     def _plan_and_write(self) -> Turn:
+        self._precedence.give_way()
         now = self._clock.now()
         with self._store.read() as conn:
             active = task_store.tasks_to_reconcile(conn, PENDING_WINDOW)
@@ -192,6 +197,7 @@ class Controller:
         work = [(task, spec, plan) for task, spec, plan in planned if plan and plan.actions]
         if not work:
             return turn  # nothing to write: no transaction at all
+        self._precedence.give_way()
         with self._store.write() as conn:
             for task, spec, plan in work:
                 by_id = {instance.id: instance for instance in by_task[task.id]}

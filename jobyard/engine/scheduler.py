@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from jobyard.engine.clock import Clock
 from jobyard.engine.firing import ParsedSpecs, fire_due, read_ahead
+from jobyard.engine.precedence import Precedence
 from jobyard.errors import StoreError
 from jobyard.store import Store
 from jobyard.store import templates as template_store
@@ -38,10 +39,17 @@ READ_AHEAD = timedelta(seconds=5)
 
 
 class Scheduler:
-    def __init__(self, store: Store, clock: Clock, on_task_created: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        on_task_created: Callable[[], None],
+        precedence: Precedence | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._on_task_created = on_task_created
+        self._precedence = precedence or Precedence()
         self._specs = ParsedSpecs()  # only the scheduler thread uses it
         self._read_until = datetime.min.replace(tzinfo=UTC)  # specs read ahead up to here
         self._heap: list[tuple[datetime, str]] = []
@@ -87,7 +95,8 @@ class Scheduler:
             if due:
                 logger.debug("%d template(s) due", len(due))
             batches = [due[first : first + BATCH_SIZE] for first in range(0, len(due), BATCH_SIZE)]
-            created = sum(self._fire_all(batches))
+            with self._precedence.firing():
+                created = sum(self._fire_all(batches))
             if created:
                 self._on_task_created()
             self._read_ahead(self._clock.now())
