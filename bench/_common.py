@@ -325,9 +325,19 @@ def emit(
         "database": space.kind,
         "commit": commit(),
         "python": platform.python_version(),
+        "rcu_expedited": rcu_expedited(),
         "when": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     print(json.dumps(line), flush=True)
+
+
+def rcu_expedited() -> str | None:
+    """The host's /sys/kernel/rcu_expedited: on cgroup v1 it decides whether an
+    instance joining its cgroup waits for an RCU grace period (docs/resources.md)."""
+    try:
+        return Path("/sys/kernel/rcu_expedited").read_text().strip()
+    except OSError:
+        return None
 
 
 def note(text: str) -> None:

@@ -34,6 +34,7 @@ from jobyard.runners.base import Limits
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "cgroup", "psutil", "off")
+RCU_EXPEDITED = Path("/sys/kernel/rcu_expedited")
 RESOURCES_FILE = "resources.json"
 _OOM_EXIT = 128 + signal.SIGKILL
 
@@ -157,6 +158,9 @@ class ResourceLimits:
             self.mode = self._hierarchy.mode
             where = self._hierarchy.bases["memory"]
             logger.info("resource limits: %s (instance cgroups under %s)", self.mode, where)
+            hint = join_wait_hint()
+            if hint:
+                logger.info("%s", hint)
         elif setting == "off":
             self.mode = "off"
             logger.info("resource limits: off (instances are neither limited nor measured)")
@@ -228,6 +232,28 @@ class ResourceLimits:
         if self._watch is not None:
             return TreeResources(self._watch, instance_id, record.memory_bytes)
         return InstanceResources(record.memory_bytes)
+
+
+def join_wait_hint(rcu_expedited: Path = RCU_EXPEDITED) -> str | None:
+    """Why an instance can take 5-20 ms longer to start here, and the host setting that
+    removes it; None when that setting is on (or unknown).
+
+    A process joining a cgroup takes the kernel's cgroup threadgroup lock for writing,
+    which waits for an RCU grace period unless another join did so moments before.
+    Expedited RCU ends the wait (perf sched showed each slow wrapper woken by
+    rcu_preempt); it is a host-wide setting, so jobyard only points at it.
+    """
+    try:
+        expedited = rcu_expedited.read_text().strip()
+    except OSError:
+        return None
+    if expedited != "0":
+        return None
+    return (
+        "instance starts wait 5-20 ms for an RCU grace period when they join their "
+        f"cgroups; 'echo 1 > {rcu_expedited}' (or booting with rcupdate.rcu_expedited=1) "
+        "ends the wait, see docs/resources.md"
+    )
 
 
 def _hierarchy_or_none(setting: str, data_dir: Path) -> Hierarchy | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from jobyard.runners._cgroups import CgroupSet, _cgroup_mounts, _dir_of, _own_cgroups
+from jobyard.runners._limits import join_wait_hint
 from jobyard.runners.base import InstanceExit, InstanceLaunch, Limits
 from jobyard.runners.local import LocalRunner
 from tests.integration.test_local_runner import (
@@ -418,3 +419,13 @@ def test_v2_cgroup_mechanics_on_the_unified_tree() -> None:
     assert (usage.oom_kills, usage.peak_memory_bytes) == (None, None)  # no memory controller
     cgroups.remove()
     assert not path.exists()
+
+
+def test_the_cgroup_join_wait_is_explained_only_where_the_host_has_it(tmp_path: Path) -> None:
+    setting = tmp_path / "rcu_expedited"
+    setting.write_text("0\n")
+    hint = join_wait_hint(setting)
+    assert hint is not None and f"echo 1 > {setting}" in hint
+    setting.write_text("1\n")
+    assert join_wait_hint(setting) is None
+    assert join_wait_hint(tmp_path / "absent") is None
