@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark at the issue's sizes, one after another, on SQLite and on
 # PostgreSQL; each JSON line goes to $OUT/<name>.json, progress to $OUT/progress.log.
-# Usage: bench/run_all.sh [OUT] (default bench/results); PG=<server URL> to change it.
+# Usage: bench/run_all.sh [OUT] (default bench/results); PG=<server URL> to change it;
+# EXPEDITED_RCU=1 (as root) adds the trigger runs with /sys/kernel/rcu_expedited at 1.
 # About 45 minutes on 2 cores. Run it on an otherwise quiet machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,15 @@ run herd-sqlite bench/cron_lateness.py --herd 10000 --herd-lead 100 --peer apsch
 run herd-pg bench/cron_lateness.py --herd 10000 --herd-lead 100 --peer apscheduler --database-url "$PG"
 run trigger-sqlite bench/trigger_latency.py --count 1000
 run trigger-pg bench/trigger_latency.py --count 1000 --database-url "$PG"
+if [ "${EXPEDITED_RCU:-0}" = 1 ] && [ -w /sys/kernel/rcu_expedited ]; then
+    # The same, with cgroup joins not waiting for RCU grace periods (docs/resources.md);
+    # the host's setting is put back afterwards.
+    was=$(cat /sys/kernel/rcu_expedited)
+    echo 1 > /sys/kernel/rcu_expedited
+    run trigger-sqlite-rcu bench/trigger_latency.py --count 1000
+    run trigger-pg-rcu bench/trigger_latency.py --count 1000 --database-url "$PG"
+    echo "$was" > /sys/kernel/rcu_expedited
+fi
 run throughput-sqlite bench/throughput.py --count 10000 --clients 32
 run throughput-pg bench/throughput.py --count 10000 --clients 32 --database-url "$PG"
 run scale-templates-sqlite bench/scale.py --instances 0 --samples 20
