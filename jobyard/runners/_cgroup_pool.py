@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 IDLE_PREFIX = "idle-"
 POOL_SIZE = 64
 RESIDUAL_BYTES = 1024 * 1024  # the kernel's per-CPU charge batches alone hold 256 KiB each
+_SERIALS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,6 @@ class CgroupPool:
         self._owner = _owner_tag(os.getpid())
         self._lock = threading.Lock()
         self._idle: list[Idle] = []
-        self._serial = 0
         self._closed = False
         _sweep(hierarchy)
 
@@ -87,6 +88,12 @@ class CgroupPool:
                 if fallback is None and idle_limits is not None and limits is not None:
                     fallback = index
             return self._idle.pop(fallback) if fallback is not None else None
+
+    def fresh(self, limits: Limits | None) -> Idle:
+        """A new set under an idle name, with ``limits``: for a starter (``_starters``)."""
+        cgroups = self._named(self._idle_name())
+        cgroups.create(limits)
+        return Idle(cgroups, limits, 0)
 
     def install(self, idle: Idle, target: CgroupSet, limits: Limits | None) -> bool:
         """Rename ``idle`` to ``target`` and give it ``limits``; False (and it is
@@ -110,9 +117,7 @@ class CgroupPool:
         with self._lock:
             if self._closed or len(self._idle) >= self._size:
                 return False
-            self._serial += 1
-            name = f"{IDLE_PREFIX}{self._owner}-{self._serial}"
-        idle = Idle(self._named(name), limits, counted.oom_kills)
+        idle = Idle(self._named(self._idle_name()), limits, counted.oom_kills)
         try:
             if not _reset(cgroups):
                 return False
@@ -133,6 +138,11 @@ class CgroupPool:
             idle, self._idle = self._idle, []
         for entry in idle:
             entry.cgroups.remove()
+
+    def _idle_name(self) -> str:
+        # Numbered per process, not per pool: two runners of one process (tests) share
+        # the owner tag, and must not make the same name.
+        return f"{IDLE_PREFIX}{self._owner}-{next(_SERIALS)}"
 
     def _named(self, name: str) -> CgroupSet:
         return CgroupSet(1, {c: base / name for c, base in self._hierarchy.bases.items()})

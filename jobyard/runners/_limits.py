@@ -29,6 +29,7 @@ from pathlib import Path
 from jobyard.runners._cgroup_pool import CgroupPool
 from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage, Hierarchy, discover
 from jobyard.runners._memwatch import MemoryWatch
+from jobyard.runners._starters import Starter, WarmStarters
 from jobyard.runners.base import Limits
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class TreeResources(InstanceResources):
 class ResourceLimits:
     """Chooses the mode when the runner starts; makes each instance's InstanceResources."""
 
-    def __init__(self, setting: str, data_dir: Path) -> None:
+    def __init__(self, setting: str, data_dir: Path, starters: int = 0) -> None:
         if setting not in SETTINGS:
             raise ValueError(f"resource limits must be one of {', '.join(SETTINGS)}: {setting!r}")
         self._hierarchy: Hierarchy | None = None
@@ -152,8 +153,10 @@ class ResourceLimits:
         self._watch: MemoryWatch | None = None
         if setting in ("auto", "cgroup"):
             self._hierarchy = _hierarchy_or_none(setting, data_dir)
+        self._starters: WarmStarters | None = None
         if self._hierarchy is not None and self._hierarchy.version == 1:
             self._pool = CgroupPool(self._hierarchy)
+            self._starters = WarmStarters(self._pool, None, starters) if starters else None
         if self._hierarchy is not None:
             self.mode = self._hierarchy.mode
             where = self._hierarchy.bases["memory"]
@@ -192,6 +195,24 @@ class ResourceLimits:
         _write_record(run_dir, record)
         return record if self._pool.install(idle, cgroups, limits) else None
 
+    def take_starter(self, limits: Limits) -> Starter | None:
+        """A wrapper already in an idle cgroup set, waiting (see ``_starters``); None if
+        there is none ready, or starters are not used here (cgroup v2, psutil, off)."""
+        return self._starters.take(limits) if self._starters else None
+
+    def prepare_warm(
+        self, run_dir: Path, instance_id: int, limits: Limits, starter: Starter
+    ) -> InstanceResources | None:
+        """The starter's cgroup set becomes the instance's, with its limits; None (and the
+        set is gone, the starter in it killed) when that fails."""
+        assert self._hierarchy is not None and self._pool is not None
+        cgroups = self._hierarchy.cgroups_of(instance_id)
+        record = _Record(limits, cgroups, starter.idle.oom_kills or 0)
+        _write_record(run_dir, record)
+        if not self._pool.install(starter.idle, cgroups, limits):
+            return None
+        return self._resources(instance_id, record)
+
     def adopt(self, run_dir: Path, instance_id: int, pid: int) -> InstanceResources:
         """The share of an instance an earlier server started, still running as ``pid``."""
         resources = self._resources(instance_id, _read_record(run_dir))
@@ -219,6 +240,8 @@ class ResourceLimits:
         """Stop watching (instances keep their cgroups: a new server adopts them)."""
         if self._watch is not None:
             self._watch.close()
+        if self._starters is not None:
+            self._starters.close()
         if self._pool is not None:
             self._pool.close()
         if self._hierarchy is not None:
@@ -235,8 +258,9 @@ class ResourceLimits:
 
 
 def join_wait_hint(rcu_expedited: Path = RCU_EXPEDITED) -> str | None:
-    """Why an instance can take 5-20 ms longer to start here, and the host setting that
-    removes it; None when that setting is on (or unknown).
+    """Why an instance that finds no starter waiting (``_starters``) can take 5-20 ms
+    longer to start here, and the host setting that removes it; None when that setting
+    is on (or unknown).
 
     A process joining a cgroup takes the kernel's cgroup threadgroup lock for writing,
     which waits for an RCU grace period unless another join did so moments before.
@@ -250,9 +274,9 @@ def join_wait_hint(rcu_expedited: Path = RCU_EXPEDITED) -> str | None:
     if expedited != "0":
         return None
     return (
-        "instance starts wait 5-20 ms for an RCU grace period when they join their "
-        f"cgroups; 'echo 1 > {rcu_expedited}' (or booting with rcupdate.rcu_expedited=1) "
-        "ends the wait, see docs/resources.md"
+        "an instance start that finds no starter waiting waits 5-20 ms for an RCU grace "
+        f"period while it joins its cgroups; 'echo 1 > {rcu_expedited}' (or booting with "
+        "rcupdate.rcu_expedited=1) ends the wait, see docs/resources.md"
     )
 
 

@@ -75,7 +75,7 @@ exit "$code"
 
 # Signals the server may ignore or block (Python ignores SIGPIPE) that an
 # instance must start with at their defaults, as after a fresh login.
-_DEFAULT_SIGNALS = (
+DEFAULT_SIGNALS = (
     signal.SIGPIPE,
     signal.SIGXFSZ,
     signal.SIGINT,
@@ -111,7 +111,7 @@ def spawn_wrapper(
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, log_fd, 1),
             (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            *((os.POSIX_SPAWN_CLOSE, fd) for fd in _leaking_fds()),
+            *((os.POSIX_SPAWN_CLOSE, fd) for fd in leaking_fds()),
         ]
         return os.posix_spawn(
             wrapper[0],
@@ -120,13 +120,13 @@ def spawn_wrapper(
             file_actions=actions,
             setsid=True,
             setsigmask=(),
-            setsigdef=_DEFAULT_SIGNALS,
+            setsigdef=DEFAULT_SIGNALS,
         )
     finally:
         os.close(log_fd)
 
 
-def _leaking_fds() -> list[int]:
+def leaking_fds() -> list[int]:
     """Descriptors above stderr that would leak into the instance (close_fds).
 
     Python opens everything close-on-exec, so this guards against a library
@@ -166,9 +166,15 @@ def _mark_all_close_on_exec() -> bool:
 
 
 def is_wrapper_of(pid: int, run_dir: Path) -> bool:
-    """True when ``pid`` is a live wrapper of ``run_dir`` (not a reused pid)."""
+    """True when ``pid`` is a live wrapper of ``run_dir`` (not a reused pid): its command
+    line names the run directory, or (a starter, see ``_starters``) it is a wrapper
+    whose working directory is the run directory's ``work/``."""
     try:
-        return str(run_dir) in psutil.Process(pid).cmdline()
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+        if str(run_dir) in cmdline:
+            return True
+        return WRAPPER_NAME in cmdline and process.cwd() == str(run_dir / "work")
     except psutil.Error:
         return False
 

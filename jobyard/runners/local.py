@@ -10,7 +10,8 @@ command to run once it has ended; renamed ``cleanup.ran`` when claimed) and
 emptied when the instance ends). Everything stays until ``remove_task_files``.
 
 Each instance is its own session and process group led by a /bin/sh wrapper
-(see ``_process``), inside its own cgroups where the host allows (see
+(see ``_process``; on cgroup v1 mostly a starter that waited in its cgroup for
+it, see ``_starters``), inside its own cgroups where the host allows (see
 ``_limits``); one watcher thread reports exits and escalates stops (see
 ``_watcher``). ``close`` leaves instances running for the next server to
 adopt through ``recover``.
@@ -42,6 +43,7 @@ from jobyard.runners._process import (
     run_cleanup,
     spawn_wrapper,
 )
+from jobyard.runners._starters import READY, abandon, can_start_warm, hand_over, instance_input
 from jobyard.runners._watcher import ExitWatcher, WatchedInstance
 from jobyard.runners.base import (
     SCRIPT_PATH,
@@ -63,12 +65,19 @@ CLEANUP_TIMEOUT_SECONDS = 30.0
 class LocalRunner:
     """Starts, watches and stops instances as local process trees. Thread-safe.
 
+    ``starters``: how many wrappers wait in their cgroups for the next instances
+    (cgroup v1; see ``_starters``); 0 spawns each wrapper when its instance starts.
+
     ``on_exit`` is called on the watcher thread, once per instance, after the
     instance's whole process group is gone; it should return quickly.
     """
 
     def __init__(
-        self, data_dir: Path, on_exit: ExitCallback, resource_limits: str = "auto"
+        self,
+        data_dir: Path,
+        on_exit: ExitCallback,
+        resource_limits: str = "auto",
+        starters: int = READY,
     ) -> None:
         # Resolved: the run dir is matched against wrapper command lines in recover.
         self._tasks_dir = data_dir.resolve() / "tasks"
@@ -77,7 +86,7 @@ class LocalRunner:
         self._pids: dict[int, int] = {}  # instance id -> wrapper pid, while watched
         self._resources: dict[int, InstanceResources] = {}  # likewise
         self._closed = False
-        self._limits = ResourceLimits(resource_limits, data_dir)
+        self._limits = ResourceLimits(resource_limits, data_dir, starters)
         self._cleanups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobyard-cleanup")
         self._watcher = ExitWatcher(self._instance_ended, self._signal_members)
 
@@ -98,13 +107,8 @@ class LocalRunner:
         if launch.payload is not None:
             env["JOBYARD_PAYLOAD_FILE"] = str(run_dir / "payload.json")
         argv = [str(run_dir / "script") if arg == SCRIPT_PATH else arg for arg in launch.argv]
-        resources = self._limits.prepare(run_dir, launch.instance_id, launch.limits)
-        try:
-            pid = spawn_wrapper(run_dir, argv, env, resources.join_files())
-            pidfd = _pidfd_of_child(pid)
-        except BaseException:
-            resources.finish(None, None)  # removes its cgroups
-            raise
+        started = self._start_warm(run_dir, launch, argv, env)
+        pid, pidfd, resources = started or self._start_cold(run_dir, launch, argv, env)
         resources.started(pid)
         with self._lock:
             # Closed meanwhile: the watcher declines it (closing the pidfd) and
@@ -112,6 +116,41 @@ class LocalRunner:
             self._watch(launch.instance_id, pid, pidfd, run_dir, resources, adopted=False)
         logger.debug("instance %s started as pid %s", launch.instance_id, pid)
         return pid
+
+    def _start_warm(
+        self, run_dir: Path, launch: InstanceLaunch, argv: list[str], env: dict[str, str]
+    ) -> tuple[int, int, InstanceResources] | None:
+        """Hand the instance to a starter (see ``_starters``); None: there is none."""
+        if launch.limits is None or not can_start_warm(env):
+            return None
+        starter = self._limits.take_starter(launch.limits)
+        if starter is None:
+            return None
+        resources = self._limits.prepare_warm(run_dir, launch.instance_id, launch.limits, starter)
+        if resources is None:
+            os.close(starter.pipe)
+            abandon(starter)
+            return None
+        try:
+            hand_over(starter, instance_input(run_dir, argv, env))
+        except OSError as err:
+            logger.warning("a starter failed; instance %s starts cold: %s", launch.instance_id, err)
+            abandon(starter)
+            resources.finish(None, None)
+            return None
+        return starter.pid, starter.pidfd, resources
+
+    def _start_cold(
+        self, run_dir: Path, launch: InstanceLaunch, argv: list[str], env: dict[str, str]
+    ) -> tuple[int, int, InstanceResources]:
+        resources = self._limits.prepare(run_dir, launch.instance_id, launch.limits)
+        try:
+            pid = spawn_wrapper(run_dir, argv, env, resources.join_files())
+            pidfd = _pidfd_of_child(pid)
+        except BaseException:
+            resources.finish(None, None)  # removes its cgroups
+            raise
+        return pid, pidfd, resources
 
     def stop(self, instance_id: int, grace_seconds: float) -> None:
         """SIGTERM the instance's whole tree, SIGKILL what is left after the grace."""

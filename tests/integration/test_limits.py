@@ -264,7 +264,7 @@ def start_held(harness: Harness, runner: LocalRunner, n: int, rest: str, **limit
 def test_a_reused_cgroup_does_not_carry_the_last_instances_oom_kill_or_usage(
     harness: Harness,
 ) -> None:
-    runner, exits = harness.runner("cgroup")
+    runner, exits = harness.runner("cgroup", starters=0)  # the pool alone
     if runner.limits_mode != "cgroup-v1":
         pytest.skip("cgroups are reused on v1 only")
     start_held(harness, runner, 1, ALLOCATE, memory_mib=64)
@@ -286,7 +286,7 @@ def test_a_reused_cgroup_does_not_carry_the_last_instances_oom_kill_or_usage(
 
 
 def test_a_reused_cgroup_gets_the_new_instances_limits(harness: Harness) -> None:
-    runner, exits = harness.runner("cgroup")
+    runner, exits = harness.runner("cgroup", starters=0)  # the pool alone
     if runner.limits_mode != "cgroup-v1":
         pytest.skip("cgroups are reused on v1 only")
     start_held(harness, runner, 1, "true", cpu=1, memory_mib=64)
@@ -310,7 +310,7 @@ def test_a_reused_cgroup_gets_the_new_instances_limits(harness: Harness) -> None
 
 def test_a_cgroup_left_holding_memory_is_not_reused(harness: Harness, tmp_path: Path) -> None:
     """Page cache the instance left (a file it wrote) would count as the next one's peak."""
-    runner, exits = harness.runner("cgroup")
+    runner, exits = harness.runner("cgroup", starters=0)  # the pool alone
     if runner.limits_mode != "cgroup-v1":
         pytest.skip("cgroups are reused on v1 only")
     write = f"head -c 20000000 /dev/zero > {tmp_path}/cached"
@@ -327,7 +327,7 @@ def test_a_cgroup_left_holding_memory_is_not_reused(harness: Harness, tmp_path: 
 
 
 def test_idle_cgroups_of_a_gone_server_are_removed_at_start(harness: Harness) -> None:
-    runner, exits = harness.runner("cgroup")
+    runner, exits = harness.runner("cgroup", starters=0)  # the pool alone
     if runner.limits_mode != "cgroup-v1":
         pytest.skip("cgroups are reused on v1 only")
     run_one(harness, runner, exits, limited(harness, 1, "true"))

@@ -18,7 +18,8 @@ import psutil
 import pytest
 
 from jobyard.errors import Conflict
-from jobyard.runners.base import SCRIPT_PATH, InstanceExit, InstanceLaunch, Recovered
+from jobyard.runners._starters import READY
+from jobyard.runners.base import SCRIPT_PATH, InstanceExit, InstanceLaunch, Limits, Recovered
 from jobyard.runners.local import LocalRunner
 
 # Every process a test starts carries this variable, so teardown can find and
@@ -30,9 +31,15 @@ ExitQueue = queue.Queue[InstanceExit]
 
 
 class Harness:
-    """Runners on one data dir, and the bookkeeping to clean up after them."""
+    """Runners on one data dir, and the bookkeeping to clean up after them.
 
-    def __init__(self, tmp_path: Path) -> None:
+    ``limits``: given to every launch. Where the runner limits with cgroup v1, a
+    launch with limits is served by a starter waiting in its cgroup (``_starters``),
+    one without by the wrapper spawned there and then.
+    """
+
+    def __init__(self, tmp_path: Path, limits: Limits | None = None) -> None:
+        self.limits = limits
         self.data_dir = tmp_path / "data"
         self.out = tmp_path / "out"  # where scripts leave evidence ($OUT)
         self.out.mkdir()
@@ -40,9 +47,11 @@ class Harness:
         self.runners: list[LocalRunner] = []
         self.pids: list[int] = []
 
-    def runner(self, resource_limits: str = "auto") -> tuple[LocalRunner, ExitQueue]:
+    def runner(
+        self, resource_limits: str = "auto", starters: int = READY
+    ) -> tuple[LocalRunner, ExitQueue]:
         exits: ExitQueue = queue.Queue()
-        runner = LocalRunner(self.data_dir, exits.put, resource_limits)
+        runner = LocalRunner(self.data_dir, exits.put, resource_limits, starters)
         self.runners.append(runner)
         return runner, exits
 
@@ -50,7 +59,8 @@ class Harness:
         self, task_id: int, instance_id: int, script: str, env: dict[str, str] | None = None
     ) -> InstanceLaunch:
         full_env = {MARK: self.mark, "OUT": str(self.out), **(env or {})}
-        return InstanceLaunch(task_id, instance_id, ("/bin/sh", SCRIPT_PATH), full_env, script)
+        argv = ("/bin/sh", SCRIPT_PATH)
+        return InstanceLaunch(task_id, instance_id, argv, full_env, script, limits=self.limits)
 
     def start(self, runner: LocalRunner, launch: InstanceLaunch) -> int:
         pid = runner.start(launch)
@@ -88,9 +98,12 @@ def _reap_if_our_child(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
+# "warm": every launch has limits (those of a template by default), so that on a
+# cgroup v1 host the instances are handed to starters; elsewhere both are alike.
+@pytest.fixture(params=["cold", "warm"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    limits = Limits(cpu=2.0, memory_bytes=512 * 1024 * 1024) if request.param == "warm" else None
+    h = Harness(tmp_path, limits)
     try:
         yield h
     finally:
@@ -102,8 +115,11 @@ def next_exit(exits: ExitQueue, timeout: float = WAIT) -> InstanceExit:
 
 
 def brief(report: InstanceExit) -> InstanceExit:
-    """The report without its usage figures, which differ from run to run."""
-    return dataclasses.replace(report, peak_memory_bytes=None, cpu_seconds=None)
+    """The report without its usage figures, which differ from run to run, nor its
+    memory limit, which is the harness's."""
+    return dataclasses.replace(
+        report, peak_memory_bytes=None, cpu_seconds=None, memory_limit_bytes=None
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
