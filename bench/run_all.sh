@@ -10,17 +10,11 @@ OUT=${1:-bench/results}
 PG=${PG:-postgresql://postgres@127.0.0.1:5432/postgres}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
-# Each run's data in a fresh directory of its own: on a file system where many
-# files were just deleted (the run before, a test suite), creating files can cost
-# over a millisecond each, and an instance creates several (bench/README.md).
 run() {
     local name=$1; shift
-    local tmp
-    tmp=$(mktemp -d "${BENCH_TMP:-/var/tmp}/jobyard-bench.XXXXXX")
     echo "[$(date +%T)] $name: $*" >> "$OUT/progress.log"
-    TMPDIR=$tmp "$PY" "$@" > "$OUT/$name.json" 2>> "$OUT/progress.log"
+    "$PY" "$@" > "$OUT/$name.json" 2>> "$OUT/progress.log"
     echo "[$(date +%T)] $name done, exit $?" >> "$OUT/progress.log"
-    rm -rf "$tmp"
 }
 run cron-sqlite bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler
 run cron-pg bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler --database-url "$PG"
