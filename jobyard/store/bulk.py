@@ -53,10 +53,7 @@ def _insert_executemany(
     sql = (
         f"INSERT INTO {_quote(conn, table.name)} ({quoted}) "
         f"VALUES ({', '.join('?' for _ in names)})"
-    )
-    if skip_conflicts_on:
-        keys = ", ".join(_quote(conn, column.name) for column in skip_conflicts_on)
-        sql += f" ON CONFLICT ({keys}) DO NOTHING"
+    ) + _on_conflict(conn, skip_conflicts_on)
     columns = [_to_db(conn, table.c[name], [row[name] for row in rows]) for name in names]
     params = list(zip(*columns, strict=True))
     if not returning:
@@ -100,10 +97,7 @@ def _insert_unnest(
     sql = (
         f"INSERT INTO {_quote(conn, table.name)} ({quoted}) "
         f"SELECT * FROM unnest({arrays}) AS given({quoted})"
-    )
-    if skip_conflicts_on:
-        keys = ", ".join(_quote(conn, column.name) for column in skip_conflicts_on)
-        sql += f" ON CONFLICT ({keys}) DO NOTHING"
+    ) + _on_conflict(conn, skip_conflicts_on)
     if returning:
         sql += " RETURNING " + ", ".join(_quote(conn, column.name) for column in returning)
     params = {
@@ -112,6 +106,12 @@ def _insert_unnest(
     }
     result = conn.execute(sa.text(sql), params)
     return list(result) if returning else []
+
+
+def _on_conflict(conn: Connection, keys: Sequence[sa.Column[Any]]) -> str:
+    if not keys:
+        return ""
+    return f" ON CONFLICT ({', '.join(_quote(conn, column.name) for column in keys)}) DO NOTHING"
 
 
 def _param(index: int) -> str:
