@@ -45,32 +45,34 @@ STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
 #   marker that terminate_tree leaves before signalling: a stop is never lost
 #   nor doubled. (A subshell, not a fresh /bin/sh: one exec less per start.)
 # - OLDPWD would leak the server's working directory into the instance.
+# - The wrapper's own variables have names in the reserved JOBYARD_ prefix: an
+#   instance variable it assigned (say "dir") would reach the command changed.
 # - The exit code is written in place, not to a temporary file renamed over it:
 #   a rename needs /bin/mv, an exec that cost more than the rest of the wrapper.
 #   A reader that finds the file empty retries (see read_exit_code).
 _WRAPPER_SCRIPT = f"""\
 trap : TERM INT
-dir=$1
-n=$2
+JOBYARD_WRAPPER_DIR=$1
+JOBYARD_WRAPPER_N=$2
 shift 2
-unjoined=
-while [ "$n" -gt 0 ]; do
-  {{ echo $$ > "$1"; }} 2>/dev/null || unjoined=$1
+JOBYARD_WRAPPER_UNJOINED=
+while [ "$JOBYARD_WRAPPER_N" -gt 0 ]; do
+  {{ echo $$ > "$1"; }} 2>/dev/null || JOBYARD_WRAPPER_UNJOINED=$1
   shift
-  n=$((n - 1))
+  JOBYARD_WRAPPER_N=$((JOBYARD_WRAPPER_N - 1))
 done
-echo $$ > "$dir/pid"
-cd "$dir/work" || exit 126
+echo $$ > "$JOBYARD_WRAPPER_DIR/pid"
+cd "$JOBYARD_WRAPPER_DIR/work" || exit 126
 unset OLDPWD
-if [ -n "$unjoined" ]; then
-  echo "jobyard: cannot join the instance's cgroup ($unjoined)" >&2
-  code=125
+if [ -n "$JOBYARD_WRAPPER_UNJOINED" ]; then
+  echo "jobyard: cannot join the instance's cgroup ($JOBYARD_WRAPPER_UNJOINED)" >&2
+  JOBYARD_WRAPPER_CODE=125
 else
-  ( [ -e "$dir/{STOP_MARKER}" ] && exit 143; exec "$@" )
-  code=$?
+  ( [ -e "$JOBYARD_WRAPPER_DIR/{STOP_MARKER}" ] && exit 143; exec "$@" )
+  JOBYARD_WRAPPER_CODE=$?
 fi
-echo "$code" > "$dir/exit"
-exit "$code"
+echo "$JOBYARD_WRAPPER_CODE" > "$JOBYARD_WRAPPER_DIR/exit"
+exit "$JOBYARD_WRAPPER_CODE"
 """
 
 # Signals the server may ignore or block (Python ignores SIGPIPE) that an

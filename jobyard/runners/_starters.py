@@ -11,7 +11,7 @@ renamed to the instance's and given its limits, was an idle one of the pool's
 (cgroup v1, where sets are pooled).
 
 A starter whose server goes away reads end-of-file and exits without running
-anything; so does one whose input is cut short (the last line, ``jobyard_ready=1``,
+anything; so does one whose input is cut short (the last line, ``JOBYARD_WRAPPER_READY=1``,
 is missing, or a quote is left open). The starter's own variables are not exported,
 so the command gets exactly the instance's environment. Starts that find no
 starter ready take the cold path, the wrapper of ``_process``: a burst of starts
@@ -50,40 +50,40 @@ JOIN_TIMEOUT = 5.0  # seconds a new starter may take to join its cgroups
 # Seconds without a start before a starter is made: not while an instance is starting,
 # nor in a burst (making one beside 2,000 cold starts made them take twice as long).
 REFILL_AFTER = 0.01
-_PREFIX = "jobyard_"  # the starter's own variables; an instance env using it goes cold
+_PREFIX = "JOBYARD_WRAPPER_"  # the starter's own variables: reserved (spec.py)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # $1 = how many cgroup.procs files follow, then those files. Joins them, says
 # so on stdout (a pipe the server reads before it counts the starter as ready:
 # a set renamed while a join is under way would fail it), then reads (sources)
 # its instance from stdin: the environment as exports, then
-# jobyard_dir, the command as "set --" and jobyard_ready=1. From there on it is
+# JOBYARD_WRAPPER_DIR, the command as "set --" and JOBYARD_WRAPPER_READY=1. From there on it is
 # the cold wrapper of _process (see there for the trap, the subshell and the
 # stop marker), except that it changes into work/ before it writes its pid: a
 # server that finds the pid file finds the wrapper in work/ (is_wrapper_of).
 _STARTER_SCRIPT = f"""\
 trap : TERM INT
-jobyard_n=$1
+JOBYARD_WRAPPER_N=$1
 shift
-while [ "$jobyard_n" -gt 0 ]; do
+while [ "$JOBYARD_WRAPPER_N" -gt 0 ]; do
   {{ echo $$ > "$1"; }} 2>/dev/null || exit 125
   shift
-  jobyard_n=$((jobyard_n - 1))
+  JOBYARD_WRAPPER_N=$((JOBYARD_WRAPPER_N - 1))
 done
-unset jobyard_n
+unset JOBYARD_WRAPPER_N
 echo joined
 exec 2>/dev/null >/dev/null
 . /dev/stdin
-[ "$jobyard_ready" = 1 ] || exit 0
-unset jobyard_ready
-exec </dev/null >>"$jobyard_dir/output.log" 2>&1
-cd "$jobyard_dir/work" || exit 126
+[ "$JOBYARD_WRAPPER_READY" = 1 ] || exit 0
+unset JOBYARD_WRAPPER_READY
+exec </dev/null >>"$JOBYARD_WRAPPER_DIR/output.log" 2>&1
+cd "$JOBYARD_WRAPPER_DIR/work" || exit 126
 unset OLDPWD
-echo $$ > "$jobyard_dir/pid"
-( [ -e "$jobyard_dir/{STOP_MARKER}" ] && exit 143; exec "$@" )
-jobyard_code=$?
-echo "$jobyard_code" > "$jobyard_dir/exit"
-exit "$jobyard_code"
+echo $$ > "$JOBYARD_WRAPPER_DIR/pid"
+( [ -e "$JOBYARD_WRAPPER_DIR/{STOP_MARKER}" ] && exit 143; exec "$@" )
+JOBYARD_WRAPPER_CODE=$?
+echo "$JOBYARD_WRAPPER_CODE" > "$JOBYARD_WRAPPER_DIR/exit"
+exit "$JOBYARD_WRAPPER_CODE"
 """
 
 
@@ -104,9 +104,9 @@ def can_start_warm(env: Mapping[str, str]) -> bool:
 def instance_input(run_dir: Path, argv: Sequence[str], env: Mapping[str, str]) -> bytes:
     """What a starter sources: the instance's environment, run directory and command."""
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
-    lines.append(f"jobyard_dir={shlex.quote(str(run_dir))}")
+    lines.append(f"JOBYARD_WRAPPER_DIR={shlex.quote(str(run_dir))}")
     lines.append("set -- " + " ".join(shlex.quote(arg) for arg in argv))
-    lines.append("jobyard_ready=1")
+    lines.append("JOBYARD_WRAPPER_READY=1")
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -173,7 +173,9 @@ def test_env_is_exactly_the_launch_env_plus_defaults(
 ) -> None:
     monkeypatch.setenv("JOBYARD_SERVER_ONLY", "must not leak")
     runner, exits = harness.runner()
-    launch = harness.launch(1, 1, "/usr/bin/env", {"FOO": "bar baz", "LANG": "en_US.UTF-8"})
+    # Names the wrapper could have used for itself, too.
+    mine = {"dir": "d", "n": "7", "code": "c", "unjoined": "u", "jobyard_dir": "j"}
+    launch = harness.launch(1, 1, "/usr/bin/env", {"FOO": "bar baz", "LANG": "en_US.UTF-8", **mine})
     harness.start(runner, launch)
     next_exit(exits)
 

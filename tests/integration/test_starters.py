@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from jobyard.runners._process import WRAPPER_NAME
-from jobyard.runners._starters import READY, instance_input
+from jobyard.runners._starters import READY, can_start_warm, instance_input
 from jobyard.runners.base import Limits
 from jobyard.runners.local import LocalRunner
 from tests.integration.test_local_runner import ExitQueue, Harness, next_exit, wait_for
@@ -69,18 +69,10 @@ def test_a_start_is_handed_to_a_starter_already_in_its_cgroup(harness: Harness) 
     assert len(waiting_starters()) == READY  # another took its place
 
 
-def test_an_environment_using_the_starters_names_starts_cold_and_is_kept(
-    harness: Harness,
-) -> None:
-    runner, exits = v1_runner(harness)
-    waiting = waiting_starters()
-
-    launch = harness.launch(1, 1, 'echo "[$jobyard_dir]"', {"jobyard_dir": "mine"})
-    pid = harness.start(runner, launch)
-
-    assert pid not in waiting
-    assert next_exit(exits).exit_code == 0
-    assert runner.log_path(1, 1).read_text() == "[mine]\n"
+def test_only_an_environment_the_shell_can_export_as_given_goes_to_a_starter() -> None:
+    assert can_start_warm({"PATH": "/bin", "dir": "d", "jobyard_dir": "j", "_x1": ""})
+    assert not can_start_warm({"MY-VAR": "x"})  # not a shell name: the cold wrapper passes it
+    assert not can_start_warm({"JOBYARD_WRAPPER_DIR": "x"})  # the wrapper's own (reserved)
 
 
 def test_a_starter_that_died_while_waiting_is_passed_over(harness: Harness) -> None:
@@ -119,7 +111,7 @@ def test_a_starter_whose_input_is_cut_short_runs_nothing(harness: Harness, cut: 
     starter = runner._limits.take_starter(LIMITS)
     assert starter is not None
     whole = instance_input(run_dir, ["/bin/sh", "-c", "echo ran"], {"PATH": "/usr/bin:/bin"})
-    ready = whole.rindex(b"jobyard_ready=1")
+    ready = whole.rindex(b"JOBYARD_WRAPPER_READY=1")
     given = whole[:ready] if cut == "no ready line" else whole[: ready - 4]
     os.write(starter.pipe, given)
     os.close(starter.pipe)
