@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobyard.runners._cgroup_pool import CgroupPool
+from jobyard.runners._cgroup_pool import CgroupPool, Idle
 from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage, Hierarchy, discover
 from jobyard.runners._memwatch import MemoryWatch
 from jobyard.runners._starters import Starter, WarmStarters
@@ -189,8 +189,14 @@ class ResourceLimits:
     def _reuse(self, run_dir: Path, cgroups: CgroupSet, limits: Limits | None) -> _Record | None:
         """Give the instance an idle cgroup set from the pool, if there is one."""
         idle = self._pool.take(limits) if self._pool else None
-        if idle is None or self._pool is None:
-            return None
+        return None if idle is None else self._install(run_dir, cgroups, limits, idle)
+
+    def _install(
+        self, run_dir: Path, cgroups: CgroupSet, limits: Limits | None, idle: Idle
+    ) -> _Record | None:
+        """Record ``idle`` as the instance's cgroups, then rename it so and give it
+        ``limits``; None (and it is gone) when that fails."""
+        assert self._pool is not None
         record = _Record(limits, cgroups, idle.oom_kills or 0)
         _write_record(run_dir, record)
         return record if self._pool.install(idle, cgroups, limits) else None
@@ -205,13 +211,10 @@ class ResourceLimits:
     ) -> InstanceResources | None:
         """The starter's cgroup set becomes the instance's, with its limits; None (and the
         set is gone, the starter in it killed) when that fails."""
-        assert self._hierarchy is not None and self._pool is not None
+        assert self._hierarchy is not None
         cgroups = self._hierarchy.cgroups_of(instance_id)
-        record = _Record(limits, cgroups, starter.idle.oom_kills or 0)
-        _write_record(run_dir, record)
-        if not self._pool.install(starter.idle, cgroups, limits):
-            return None
-        return self._resources(instance_id, record)
+        record = self._install(run_dir, cgroups, limits, starter.idle)
+        return None if record is None else self._resources(instance_id, record)
 
     def adopt(self, run_dir: Path, instance_id: int, pid: int) -> InstanceResources:
         """The share of an instance an earlier server started, still running as ``pid``."""

@@ -147,7 +147,7 @@ class WarmStarters:
             self._limits = limits
             self._last_take = time.monotonic()
             ready, self._starters = self._starters, []
-        live = [s for s in ready if _alive(s) or _discard(s)]
+        live = [s for s in ready if _alive(s) or discard(s)]
         chosen = next((s for s in live if s.idle.limits == limits), live[0] if live else None)
         rest = [s for s in live if s is not chosen]
         with self._lock:
@@ -155,7 +155,7 @@ class WarmStarters:
             if not closed:
                 self._starters.extend(rest)
         for starter in rest if closed else []:
-            _discard(starter)  # closed meanwhile
+            discard(starter)  # closed meanwhile
         self._wanted.set()
         return chosen
 
@@ -167,7 +167,7 @@ class WarmStarters:
         self._wanted.set()
         self._thread.join()
         for starter in starters:
-            _discard(starter)
+            discard(starter)
 
     def _run(self) -> None:
         while self._wanted.wait() and not self._closed:
@@ -209,7 +209,7 @@ class WarmStarters:
             if not self._closed:
                 self._starters.append(starter)
                 return True
-        _discard(starter)
+        discard(starter)
         return False
 
 
@@ -292,8 +292,9 @@ def abandon(starter: Starter) -> None:
     os.close(starter.pidfd)
 
 
-def _discard(starter: Starter) -> bool:
-    """End a starter that will not be used, and remove its cgroups; False, for filtering."""
+def discard(starter: Starter) -> bool:
+    """End a starter that will not be used, and remove its cgroups (those still there);
+    False, for filtering."""
     os.close(starter.pipe)
     abandon(starter)
     starter.idle.cgroups.remove_all()

@@ -43,7 +43,14 @@ from jobyard.runners._process import (
     run_cleanup,
     spawn_wrapper,
 )
-from jobyard.runners._starters import READY, abandon, can_start_warm, hand_over, instance_input
+from jobyard.runners._starters import (
+    READY,
+    abandon,
+    can_start_warm,
+    discard,
+    hand_over,
+    instance_input,
+)
 from jobyard.runners._watcher import ExitWatcher, WatchedInstance
 from jobyard.runners.base import (
     SCRIPT_PATH,
@@ -128,8 +135,7 @@ class LocalRunner:
             return None
         resources = self._limits.prepare_warm(run_dir, launch.instance_id, launch.limits, starter)
         if resources is None:
-            os.close(starter.pipe)
-            abandon(starter)
+            discard(starter)
             return None
         try:
             hand_over(starter, instance_input(run_dir, argv, env))
