@@ -15,6 +15,7 @@ from jobyard.api.deps import get_engine
 from jobyard.api.schemas import TaskOut
 from jobyard.domain import Reason, Severity, Template, TriggerKind
 from jobyard.engine.core import Engine
+from jobyard.engine.hooks import TemplateChanged
 from jobyard.engine.launching import TaskRequest
 from jobyard.errors import (
     ConcurrencyForbidden,
@@ -31,37 +32,64 @@ router = APIRouter(tags=["hooks"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 
 
+# Refusals that depend on the template: a kept copy's are judged again on a fresh read.
+_RECHECKED = (Forbidden, MethodNotAllowed, NotFound, TemplateChanged)
+
+
+class _Recheck(Exception):
+    """The kept copy of the template refused the request, or was out of date."""
+
+
 @router.api_route("/hooks/{token}", methods=METHODS, status_code=202, response_model=TaskOut)
 async def hook(token: str, request: Request) -> JSONResponse:
     """Start a task of the template this URL belongs to (202; 200 for a repeated EventId)."""
     engine = get_engine(request)
-    template = await run_in_threadpool(engine.templates.by_hook, token)
-    trigger = template.spec.trigger
-    if not isinstance(trigger, HttpTrigger):
-        raise NotFound("no trigger at this URL")
+    body = _Body(request, engine.settings.max_body_bytes)
+    template = await run_in_threadpool(engine.hooked.get, token)
+    try:
+        return await _trigger(engine, request, template, body, final=False)
+    except _Recheck:
+        template = await run_in_threadpool(engine.hooked.read, token)
+    return await _trigger(engine, request, template, body, final=True)
+
+
+async def _trigger(
+    engine: Engine, request: Request, template: Template, body: _Body, final: bool
+) -> JSONResponse:
+    """Launch a task, or refuse; a refusal is noted as an event once ``final``."""
     peer = request.client.host if request.client else ""
     proxies = engine.settings.trusted_proxies
     client = triggering.client_address(peer, request.headers, proxies)
-    scheme = triggering.request_scheme(
-        request.url.scheme == "https", peer, request.headers, proxies
-    )
     try:
-        task_request = await _admit(engine, request, template, trigger, client, scheme)
-        launched = await run_in_threadpool(engine.tasks.run_by_id, template.id, task_request)
+        trigger = template.spec.trigger
+        if not isinstance(trigger, HttpTrigger):
+            raise NotFound("no trigger at this URL")
+        scheme = triggering.request_scheme(
+            request.url.scheme == "https", peer, request.headers, proxies
+        )
+        task_request = await _admit(request, template, trigger, client, scheme, body)
+        launched = await run_in_threadpool(engine.tasks.run_as_seen, template, task_request)
+    except _RECHECKED as err:
+        if not final:
+            raise _Recheck from err
+        if isinstance(err, NotFound):
+            raise  # no template to note it on
+        await _note(engine, template, err, client)
+        raise
     except JobyardError as err:
         await _note(engine, template, err, client)
         raise
-    body = TaskOut.of(launched.task).model_dump(mode="json")
-    return JSONResponse(body, status_code=202 if launched.created else 200)
+    body_out = TaskOut.of(launched.task).model_dump(mode="json")
+    return JSONResponse(body_out, status_code=202 if launched.created else 200)
 
 
 async def _admit(
-    engine: Engine,
     request: Request,
     template: Template,
     trigger: HttpTrigger,
     client: str,
     scheme: str,
+    body: _Body,
 ) -> TaskRequest:
     if template.suspended:
         raise Forbidden(f"template {template.name!r} is suspended")
@@ -71,13 +99,13 @@ async def _admit(
         if status == 405:
             raise MethodNotAllowed(cause, list(trigger.methods))
         raise Forbidden(cause)
-    body = await _read_body(request, engine.settings.max_body_bytes)
-    parsed = triggering.parse_body(body, request.headers.get("content-type", ""))
+    content = await body.read()
+    parsed = triggering.parse_body(content, request.headers.get("content-type", ""))
     event_id = parsed.event_id or triggering.event_id_of(
         request.query_params.get("EventId") or request.headers.get("idempotency-key")
     )
     saved = triggering.saved_request(
-        request.method, request.url.path, request.url.query, request.headers, body, client
+        request.method, request.url.path, request.url.query, request.headers, content, client
     )
     return TaskRequest(
         trigger=TriggerKind.HTTP,
@@ -86,6 +114,20 @@ async def _admit(
         payload=saved,
         command=parsed.command,
     )
+
+
+class _Body:
+    """The request's body, read once (a request can be judged twice)."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+        self._content: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self._content is None:
+            self._content = await _read_body(self._request, self._limit)
+        return self._content
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

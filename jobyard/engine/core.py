@@ -10,6 +10,7 @@ from jobyard.engine.admission import Admitter, node_capacity
 from jobyard.engine.batching import LaunchBatcher
 from jobyard.engine.clock import Clock, SystemClock
 from jobyard.engine.controller import Controller
+from jobyard.engine.hooks import HookedTemplates
 from jobyard.engine.launches import Launcher
 from jobyard.engine.packages import PackageLayout, PackageService
 from jobyard.engine.precedence import Precedence
@@ -67,6 +68,7 @@ class Engine:
         self.tasks = TaskService(
             self.store, self.clock, self.controller, self.runner, self.specs, self.launches
         )
+        self.hooked = HookedTemplates(self.store)
         self.tokens = TokenService(self.store, self.clock, settings.admin_token)
 
     def _on_exit(self, exit: InstanceExit) -> None:

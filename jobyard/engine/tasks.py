@@ -13,6 +13,7 @@ from jobyard.engine.batching import LaunchBatcher
 from jobyard.engine.clock import Clock
 from jobyard.engine.controller import Controller, Orphans
 from jobyard.engine.events import task_event
+from jobyard.engine.hooks import locked_as_seen
 from jobyard.engine.launching import Launched, TaskRequest
 from jobyard.engine.specs import SpecCache
 from jobyard.runners.base import Runner
@@ -55,6 +56,11 @@ class TaskService:
     def run_by_id(self, template_id: str, request: TaskRequest) -> Launched:
         """Start a task of the template with this id (HTTP triggers, SAE ExecJob)."""
         return self._launches.launch(partial(_locked_by_id, template_id), request)
+
+    def run_as_seen(self, template: Template, request: TaskRequest) -> Launched:
+        """Start a task of ``template`` as the caller saw it (HTTP triggers, which
+        keep templates between requests); TemplateChanged if it has changed since."""
+        return self._launches.launch(partial(locked_as_seen, template), request)
 
     def stop_task(self, task_id: int) -> Task:
         now = self._clock.now()

@@ -122,10 +122,6 @@ class TemplateService:
                 template_store.require_namespace(conn, namespace)
             return template_store.list_templates(conn, namespace, limit, offset, q)
 
-    def by_hook(self, hook_token: str) -> Template:
-        with self._store.read() as conn:
-            return template_store.get_template_by_hook(conn, hook_token)
-
     def by_id(self, template_id: str) -> Template:
         with self._store.read() as conn:
             return template_store.get_template_by_id(conn, template_id)

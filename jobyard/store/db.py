@@ -6,6 +6,7 @@ import contextlib
 import enum
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from jobyard.errors import StoreError
 
@@ -27,6 +28,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: the advisory lock that lets only one replica migrate at a time.
 MIGRATION_LOCK_KEY = 7_302_114
 CHECKPOINT_SECONDS = 0.5  # how often SQLite's write-ahead log is copied to the database
+PING_AFTER_IDLE_SECONDS = 1.0  # a pooled PostgreSQL connection idle this long is pinged first
 
 
 def normalize_url(url: str) -> str:
@@ -62,11 +64,35 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _postgresql_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, pool_size=8, max_overflow=32)
+
+    # Pessimistic disconnect handling for connections that sat idle: a connection in
+    # steady use is not pinged (a round trip per transaction), and should the server
+    # restart under it, its first statement fails, the pool is invalidated, and the
+    # next transaction connects afresh.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # the pool replaces it and tries another
+            raise DisconnectionError(f"connection was closed while idle: {err}") from err
+
+    return engine
+
+
 def create_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    return _postgresql_engine(url)
 
 
 class Priority(enum.IntEnum):
@@ -174,6 +200,13 @@ class Store:
         # SQLite has one writer at a time; PostgreSQL locks rows, not the database.
         self._writers = WriterQueue() if self.dialect == "sqlite" else None
         self._checkpointer = Checkpointer(self.engine) if self.dialect == "sqlite" else None
+        # PostgreSQL reads each statement from a snapshot of its own (READ COMMITTED) in a
+        # transaction or not: without one, a read saves the round trips of BEGIN and COMMIT.
+        self._reads = (
+            self.engine
+            if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @property
     def dialect(self) -> str:
@@ -187,13 +220,13 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self._transaction(begin_mode="DEFERRED") as connection:
+        with self._transaction(begin_mode="DEFERRED", engine=self._reads) as connection:
             yield connection
 
     @contextmanager
-    def _transaction(self, begin_mode: str) -> Iterator[Connection]:
+    def _transaction(self, begin_mode: str, engine: Engine | None = None) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as connection:
+            with (engine or self.engine).connect() as connection:
                 connection.execution_options(begin_mode=begin_mode)
                 with connection.begin():
                     yield connection

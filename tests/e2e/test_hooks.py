@@ -655,3 +655,76 @@ def test_the_default_url_of_a_server_on_all_interfaces_is_reachable(
     template = http_template(dual_stack, "v6-url")
     response = httpx.post(template["trigger"]["url"], timeout=5)
     assert response.status_code == 202, response.text
+
+
+# -- a replica's kept copy of the template ------------------------------------------------
+
+
+def edit_on_other_replica(
+    database_url: str, data_dir: Any, edit: Callable[[JobyardServer], None]
+) -> None:
+    """Start a second server on the same database, let it edit, stop it.
+
+    It runs only while the first has no task in play, so the two controllers never
+    share work."""
+    other = start_server(data_dir, database_url)
+    try:
+        edit(other)
+    finally:
+        stop_server(other)
+
+
+def test_a_replica_never_acts_on_a_stale_copy_of_the_template(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each replica keeps templates by hook token between requests; another replica's
+    suspension, edit, URL rotation or deletion must still decide the very next request."""
+    first = start_server(tmp_path_factory.mktemp("first"), database_url)
+    try:
+        template = http_template(first, "replicas")
+        name, url = template["name"], hook_url(first, template)
+        path = f"/namespaces/default/templates/{name}"
+        first.wait_task(httpx.post(url).json()["id"])  # the first replica now keeps a copy
+
+        def suspend(other: JobyardServer) -> None:
+            other.api("POST", path + "/suspend", expect=200)
+
+        edit_on_other_replica(database_url, tmp_path_factory.mktemp("other"), suspend)
+        assert httpx.post(url).status_code == 403
+
+        def resume_and_allow_only_put(other: JobyardServer) -> None:
+            other.api("POST", path + "/resume", expect=200)
+            spec = {**template["spec"], "trigger": {"type": "http", "methods": ["PUT"]}}
+            other.api("PUT", path, expect=200, json=spec)
+
+        edit_on_other_replica(
+            database_url, tmp_path_factory.mktemp("other"), resume_and_allow_only_put
+        )
+        assert httpx.post(url).status_code == 405
+        started = httpx.put(url)
+        assert started.status_code == 202
+        assert started.json()["template_version"] == 2
+        first.wait_task(started.json()["id"])
+        assert httpx.put(url).status_code == 202  # the fresh copy is kept in turn
+        for task in tasks_of(first, template):
+            first.wait_task(task["id"])
+
+        rotated: list[str] = []
+
+        def rotate(other: JobyardServer) -> None:
+            answer = other.api("POST", path + "/trigger/rotate", expect=200)
+            rotated.append(first.url + urlsplit(answer["trigger"]["url"]).path)
+
+        edit_on_other_replica(database_url, tmp_path_factory.mktemp("other"), rotate)
+        assert httpx.put(url).status_code == 404
+        new_task = httpx.put(rotated[0])
+        assert new_task.status_code == 202
+        first.wait_task(new_task.json()["id"])
+
+        def delete(other: JobyardServer) -> None:
+            other.api("DELETE", path, expect=204)
+
+        edit_on_other_replica(database_url, tmp_path_factory.mktemp("other"), delete)
+        assert httpx.put(rotated[0]).status_code == 404
+    finally:
+        stop_server(first)
