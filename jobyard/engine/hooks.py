@@ -39,11 +39,10 @@ class HookedTemplates:
         self._kept: dict[str, Template] = {}
         self._lock = threading.Lock()
 
-    def get(self, hook_token: str) -> Template:
-        """The template whose trigger URL has this token, kept or read (NotFound if none)."""
+    def kept(self, hook_token: str) -> Template | None:
+        """The kept copy, if any (no I/O: callable from the event loop)."""
         with self._lock:
-            template = self._kept.get(hook_token)
-        return template if template is not None else self.read(hook_token)
+            return self._kept.get(hook_token)
 
     def read(self, hook_token: str) -> Template:
         """The template as the database has it now; kept for the next request."""
