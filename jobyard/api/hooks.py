@@ -45,7 +45,9 @@ async def hook(token: str, request: Request) -> JSONResponse:
     """Start a task of the template this URL belongs to (202; 200 for a repeated EventId)."""
     engine = get_engine(request)
     body = _Body(request, engine.settings.max_body_bytes)
-    template = engine.hooked.kept(token) or await run_in_threadpool(engine.hooked.read, token)
+    template = engine.hooked.kept(token)
+    if template is None:
+        template = await run_in_threadpool(engine.hooked.read, token)
     try:
         return await _trigger(engine, request, template, body, final=False)
     except _Recheck:
