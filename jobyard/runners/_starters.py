@@ -29,7 +29,6 @@ import select
 import shlex
 import signal
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +40,13 @@ from jobyard.runners._process import (
     WRAPPER_NAME,
     leaking_fds,
 )
+from jobyard.runners._refill import Refill
 from jobyard.runners.base import Limits
 
 logger = logging.getLogger(__name__)
 
 READY = 2  # starters kept waiting
 JOIN_TIMEOUT = 5.0  # seconds a new starter may take to join its cgroups
-# Seconds without a start before a starter is made: not while an instance is starting,
-# nor in a burst (making one beside 2,000 cold starts made them take twice as long).
-REFILL_AFTER = 0.01
 _PREFIX = "JOBYARD_WRAPPER_"  # the starter's own variables: reserved (spec.py)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -134,18 +131,13 @@ class WarmStarters:
         self._limits = limits
         self._lock = threading.Lock()
         self._starters: list[Starter] = []
-        self._last_take = 0.0
-        self._wanted = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="jobyard-starters", daemon=True)
-        self._wanted.set()
-        self._thread.start()
+        self._refill = Refill("jobyard-starters", self._needed, self._add_one)
 
     def take(self, limits: Limits) -> Starter | None:
         """A live starter, one already given these limits if any; None: start cold."""
         with self._lock:
             self._limits = limits
-            self._last_take = time.monotonic()
             ready, self._starters = self._starters, []
         live = [s for s in ready if _alive(s) or discard(s)]
         chosen = next((s for s in live if s.idle.limits == limits), live[0] if live else None)
@@ -156,7 +148,7 @@ class WarmStarters:
                 self._starters.extend(rest)
         for starter in rest if closed else []:
             discard(starter)  # closed meanwhile
-        self._wanted.set()
+        self._refill.taken()
         return chosen
 
     def close(self) -> None:
@@ -164,28 +156,9 @@ class WarmStarters:
         with self._lock:
             self._closed = True
             starters, self._starters = self._starters, []
-        self._wanted.set()
-        self._thread.join()
+        self._refill.close()
         for starter in starters:
             discard(starter)
-
-    def _run(self) -> None:
-        while self._wanted.wait() and not self._closed:
-            self._wanted.clear()
-            while self._quiet() and self._needed():
-                if not self._add_one():
-                    break  # tried again at the next take
-
-    def _quiet(self) -> bool:
-        """Wait until no start has been made for REFILL_AFTER; False once closed."""
-        while True:
-            with self._lock:
-                since = time.monotonic() - self._last_take
-                if self._closed:
-                    return False
-            if since >= REFILL_AFTER:
-                return True
-            time.sleep(REFILL_AFTER - since)
 
     def _needed(self) -> bool:
         with self._lock:

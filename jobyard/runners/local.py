@@ -30,7 +30,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from jobyard.errors import Conflict
 from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits, Usage
 from jobyard.runners._process import (
     STOP_MARKER,
@@ -43,6 +42,8 @@ from jobyard.runners._process import (
     run_cleanup,
     spawn_wrapper,
 )
+from jobyard.runners._spares import READY as SPARES_READY
+from jobyard.runners._spares import SpareRunDirs, drop_unused
 from jobyard.runners._starters import (
     READY,
     abandon,
@@ -85,6 +86,7 @@ class LocalRunner:
         on_exit: ExitCallback,
         resource_limits: str = "auto",
         starters: int = READY,
+        spares: int = SPARES_READY,
     ) -> None:
         # Resolved: the run dir is matched against wrapper command lines in recover.
         self._tasks_dir = data_dir.resolve() / "tasks"
@@ -94,6 +96,7 @@ class LocalRunner:
         self._resources: dict[int, InstanceResources] = {}  # likewise
         self._closed = False
         self._limits = ResourceLimits(resource_limits, data_dir, starters)
+        self._spares = SpareRunDirs(self._tasks_dir, spares)
         self._cleanups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobyard-cleanup")
         self._watcher = ExitWatcher(self._instance_ended, self._signal_members)
 
@@ -217,6 +220,7 @@ class LocalRunner:
         # Outside the lock: the watcher thread takes it to report an exit.
         self._watcher.close()
         self._limits.close()
+        self._spares.close()
         self._cleanups.shutdown(wait=True)
 
     def _run_dir(self, task_id: int, instance_id: int) -> Path:
@@ -227,23 +231,19 @@ class LocalRunner:
             raise RuntimeError("the local runner is closed")
 
     def _prepare(self, run_dir: Path, launch: InstanceLaunch) -> None:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
         if run_dir.is_dir() and not (run_dir / "pid").exists():
             # Prepared by a server that died before the wrapper ran: never started.
             self._limits.discard(run_dir)
             remove_tree(run_dir)
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            # Never reuse a run dir: its pid/exit files would lie about this start.
-            raise Conflict(f"instance {run_dir.name} was already started") from None
+        from_spare = self._spares.make(run_dir)
         if launch.script is not None:
             (run_dir / "script").write_text(launch.script, encoding="utf-8")
         if launch.payload is not None:
             (run_dir / "payload.json").write_bytes(launch.payload)
+        if from_spare:
+            drop_unused(run_dir, _written(launch))
         if launch.cleanup is not None:
             (run_dir / CLEANUP_FILE).write_text(json.dumps(list(launch.cleanup)))
-        (run_dir / "work").mkdir()
         if launch.shared_dir is not None:
             _link_entries(launch.shared_dir, run_dir / "work")
 
@@ -355,6 +355,16 @@ def _report(
         cpu_seconds=usage.cpu_seconds,
         memory_limit_bytes=limit,
     )
+
+
+def _written(launch: InstanceLaunch) -> set[str]:
+    """The run directory's files this start writes (the rest of a spare's go)."""
+    used = {"resources.json", "output.log"}
+    if launch.script is not None:
+        used.add("script")
+    if launch.payload is not None:
+        used.add("payload.json")
+    return used
 
 
 def _link_entries(shared_dir: Path, work: Path) -> None:
