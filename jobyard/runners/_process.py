@@ -9,14 +9,13 @@ which lets a restarted server find (or account for) every instance.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import resource
 import shutil
 import signal
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -75,17 +74,54 @@ echo "$JOBYARD_WRAPPER_CODE" > "$JOBYARD_WRAPPER_DIR/exit"
 exit "$JOBYARD_WRAPPER_CODE"
 """
 
-# Signals the server may ignore or block (Python ignores SIGPIPE) that an
-# instance must start with at their defaults, as after a fresh login.
-DEFAULT_SIGNALS = (
-    signal.SIGPIPE,
-    signal.SIGXFSZ,
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGCHLD,
-)
+# Signals an instance must start with at their defaults, as after a fresh login.
+# A handled signal is reset to its default by exec, an ignored one stays ignored:
+# subprocess restores SIGPIPE and SIGXFSZ, which Python ignores, and
+# ``handle_ignored_signals`` makes these handled if the server was started with them
+# ignored (nohup, a shell's trap '').
+RESET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)
+
+
+def handle_ignored_signals() -> None:
+    """Turn RESET_SIGNALS the server ignores into handlers that do nothing: still
+    ignored here, at their defaults in what the server starts (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in RESET_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, _do_nothing)
+
+
+def _do_nothing(_signum: int, _frame: Any) -> None:
+    pass
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], stdin: int, stdout: int, stderr: int) -> int:
+    """Start ``argv`` as the leader of a new session; return its pid, which the caller
+    reaps (a pidfd, wait4). ``stdin``, ``stdout``, ``stderr``: descriptors, or
+    ``subprocess.DEVNULL``.
+
+    subprocess rather than os.posix_spawn: both vfork, but os.posix_spawn holds the GIL
+    until the child has exec'd, and when the cores are busy the child waits for one. In
+    the throughput benchmark the spawn threads held the GIL in it 16 % of the time,
+    stopping the HTTP handlers and the controller; subprocess lets go of it meanwhile
+    (CPython 3.11.4 and later, gh-104372). Descriptors above stderr are closed in the
+    child (close_range). The Popen object is let go at once: its ``returncode`` is set,
+    so that it neither warns when collected nor lets subprocess reap the child behind
+    the caller's back.
+    """
+    process = subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        close_fds=True,
+        start_new_session=True,
+        restore_signals=True,
+    )
+    process.returncode = 0  # reaped by the caller, never by subprocess
+    return process.pid
 
 
 def instance_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
@@ -99,72 +135,15 @@ def spawn_wrapper(
     """Start the wrapper in a new session with output.log as stdout and stderr.
 
     ``join`` lists the cgroup.procs files the wrapper enters before the command.
-
-    os.posix_spawn rather than subprocess.Popen: it hands back a bare pid that
-    nobody else owns, so the watcher reaps it through a pidfd and ``close`` can
-    walk away from a running instance without a Popen object to warn about it.
     """
     wrapper = [
         "/bin/sh", "-c", _WRAPPER_SCRIPT, WRAPPER_NAME, str(run_dir), str(len(join)), *join, *argv
     ]  # fmt: skip
     log_fd = os.open(run_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        actions: list[tuple[Any, ...]] = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log_fd, 1),
-            (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            *((os.POSIX_SPAWN_CLOSE, fd) for fd in leaking_fds()),
-        ]
-        return os.posix_spawn(
-            wrapper[0],
-            wrapper,
-            env,
-            file_actions=actions,
-            setsid=True,
-            setsigmask=(),
-            setsigdef=DEFAULT_SIGNALS,
-        )
+        return spawn(wrapper, env, subprocess.DEVNULL, log_fd, log_fd)
     finally:
         os.close(log_fd)
-
-
-def leaking_fds() -> list[int]:
-    """Descriptors above stderr that would leak into the instance (close_fds).
-
-    Python opens everything close-on-exec, so this guards against a library
-    that made a descriptor inheritable. One close_range call marks every
-    descriptor close-on-exec at once; listing /proc/self/fd instead cost
-    O(open descriptors) per start, and the server holds a pidfd per running
-    instance. The listing remains for kernels before 5.11.
-    """
-    if _mark_all_close_on_exec():
-        return []
-    leaking = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        with contextlib.suppress(OSError):
-            if fd > 2 and os.get_inheritable(fd):
-                leaking.append(fd)
-    return leaking
-
-
-_SYS_CLOSE_RANGE = 436  # one number on every architecture since Linux 5.3 (alpha aside)
-_CLOSE_RANGE_CLOEXEC = 1 << 2
-_libc: ctypes.CDLL | None = None
-_close_range_works = sys.platform == "linux"
-
-
-def _mark_all_close_on_exec() -> bool:
-    """close_range(3, ~0, CLOSE_RANGE_CLOEXEC); False where the kernel lacks it."""
-    global _libc, _close_range_works
-    if not _close_range_works:
-        return False
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.syscall(_SYS_CLOSE_RANGE, 3, ctypes.c_uint(0xFFFFFFFF), _CLOSE_RANGE_CLOEXEC) == 0:
-        return True
-    _close_range_works = False
-    return False
 
 
 def is_wrapper_of(pid: int, run_dir: Path) -> bool:

@@ -28,18 +28,14 @@ import re
 import select
 import shlex
 import signal
+import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobyard.runners._cgroup_pool import CgroupPool, Idle
-from jobyard.runners._process import (
-    DEFAULT_SIGNALS,
-    STOP_MARKER,
-    WRAPPER_NAME,
-    leaking_fds,
-)
+from jobyard.runners._process import STOP_MARKER, WRAPPER_NAME, spawn
 from jobyard.runners._refill import Refill
 from jobyard.runners.base import Limits
 
@@ -193,7 +189,7 @@ def _spawn(idle: Idle) -> Starter:
     stdin_r, stdin_w = os.pipe()
     joined_r, joined_w = os.pipe()
     try:
-        pid = _posix_spawn(argv, stdin_r, joined_w)
+        pid = spawn(argv, {}, stdin_r, joined_w, subprocess.DEVNULL)  # env: with the command
     except BaseException:
         for fd in (stdin_w, joined_r):
             os.close(fd)
@@ -220,24 +216,6 @@ def _spawn(idle: Idle) -> Starter:
     finally:
         os.close(joined_r)
     return starter
-
-
-def _posix_spawn(argv: list[str], stdin: int, stdout: int) -> int:
-    actions = [
-        (os.POSIX_SPAWN_DUP2, stdin, 0),
-        (os.POSIX_SPAWN_DUP2, stdout, 1),
-        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-        *((os.POSIX_SPAWN_CLOSE, fd) for fd in leaking_fds()),
-    ]
-    return os.posix_spawn(
-        argv[0],
-        argv,
-        {},  # the instance's environment comes with its command
-        file_actions=actions,
-        setsid=True,
-        setsigmask=(),
-        setsigdef=DEFAULT_SIGNALS,
-    )
 
 
 def _wait_joined(joined: int) -> None:

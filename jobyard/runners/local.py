@@ -34,6 +34,7 @@ from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits,
 from jobyard.runners._process import (
     STOP_MARKER,
     empty_dir,
+    handle_ignored_signals,
     instance_env,
     is_wrapper_of,
     kill_leftover_group,
@@ -95,6 +96,7 @@ class LocalRunner:
         self._pids: dict[int, int] = {}  # instance id -> wrapper pid, while watched
         self._resources: dict[int, InstanceResources] = {}  # likewise
         self._closed = False
+        handle_ignored_signals()
         self._limits = ResourceLimits(resource_limits, data_dir, starters)
         self._spares = SpareRunDirs(self._tasks_dir, spares)
         self._cleanups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobyard-cleanup")

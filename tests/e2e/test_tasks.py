@@ -7,6 +7,7 @@ concurrency policies, logs, task listing, deletion and events.
 
 from __future__ import annotations
 
+import signal
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import JobyardServer, script_template, wait_for
+from tests.support import JobyardServer, script_template, start_server, stop_server, wait_for
 
 TEMPLATE = "/namespaces/default/templates/{name}"
 
@@ -760,3 +761,31 @@ def test_event_search_text_is_taken_literally(server: JobyardServer) -> None:
     assert all("%" not in e["message"] + e["reason"] + e["source_name"] for e in server.events())
     assert server.events(q="%") == []
     assert server.events(q="_") == []
+
+
+def test_a_server_started_under_nohup_starts_instances_with_no_signal_ignored(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP and SIGQUIT ignored by whoever started the server (nohup, trap '') stay
+    ignored in the server, yet its instances start with every signal at its default."""
+    ignored = (signal.SIGHUP, signal.SIGQUIT)
+    before = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        nohup = start_server(tmp_path)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    try:
+        assert nohup.process is not None
+        status = Path(f"/proc/{nohup.process.pid}/status").read_text()
+        server_ignores = int(status.split("SigIgn:")[1].split()[0], 16)
+        assert server_ignores & (1 << (signal.SIGHUP - 1)) == 0  # handled: exec resets it
+        nohup.create_template(script_template("signals", "grep SigIgn /proc/self/status"))
+        task = nohup.wait_task(nohup.run("signals")["id"])
+        assert task["status"] == "succeeded"
+        [instance] = nohup.instances(task["id"])
+        assert nohup.log(instance["id"]).split() == ["SigIgn:", "0" * 16]
+        nohup.process.send_signal(signal.SIGHUP)  # still ignored, in effect
+        assert nohup.client.get("/healthz").status_code == 200
+    finally:
+        stop_server(nohup)

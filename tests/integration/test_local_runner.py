@@ -410,6 +410,30 @@ def test_many_concurrent_instances_are_each_reported_once(harness: Harness) -> N
         exits.get(timeout=0.3)
 
 
+@pytest.fixture
+def server_ignoring_signals() -> Iterator[None]:
+    """As if the server were started under nohup and a shell's ``trap '' INT QUIT``."""
+    ignored = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+    before = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_an_instance_starts_with_no_signal_ignored(
+    harness: Harness, server_ignoring_signals: None
+) -> None:
+    """Ignored signals stay ignored across exec: an instance of a server started under
+    nohup would not stop on SIGHUP, nor a script under it on SIGINT or SIGPIPE."""
+    runner, exits = harness.runner()
+    harness.start(runner, harness.launch(1, 1, 'grep SigIgn /proc/self/status > "$OUT/ignored"'))
+    assert next_exit(exits).exit_code == 0
+    assert (harness.out / "ignored").read_text().split() == ["SigIgn:", "0" * 16]
+    assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)  # still ignored here
+
+
 def test_starting_an_instance_twice_is_a_conflict(harness: Harness) -> None:
     runner, exits = harness.runner()
     harness.start(runner, harness.launch(1, 1, "exit 0"))
