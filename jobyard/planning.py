@@ -107,6 +107,11 @@ def first_run_as(spec: TemplateSpec) -> RunAs:
     return RunAs.DEFAULT if spec.instance_type == "default" else RunAs.BEST_EFFORT
 
 
+def first_attempt(spec: TemplateSpec, index: int, count: int) -> CreateAttempt:
+    """Instance ``index`` of ``count``: its first attempt, due now."""
+    return CreateAttempt(index, 0, shards_of(spec, index, count), None, first_run_as(spec))
+
+
 def run_as_after_preemption(spec: TemplateSpec) -> RunAs:
     """best-effort stays best-effort; best-effort-first falls back to default."""
     return RunAs.BEST_EFFORT if spec.instance_type == "best-effort" else RunAs.DEFAULT
@@ -216,8 +221,7 @@ def _plan_progress(
     for index in range(task.instance_count):
         instance = latest.get(index)
         if instance is None:
-            shards = shards_of(spec, index, task.instance_count)
-            plan.actions.append(CreateAttempt(index, 0, shards, None, first_run_as(spec)))
+            plan.actions.append(first_attempt(spec, index, task.instance_count))
         elif instance.status is InstanceStatus.PREEMPTED:
             run_as = run_as_after_preemption(spec)
             attempt = CreateAttempt(

@@ -60,6 +60,23 @@ class Admitter:
         node = {"cpu": self.node.cpu, "memory_mb": self.node.memory_mb}
         return {"capacity": node, "held": held}
 
+    def decide(
+        self,
+        active: Mapping[int, ActiveTask],
+        instances: Sequence[Instance],
+        spawning: Set[int],
+        to_spawn: Sequence[tuple[Task, Instance]],
+    ) -> capacity.Admission:
+        """Which of ``to_spawn`` start now, and how; which wait; whom they preempt.
+
+        ``spawning``: ids of instances handed to the spawn threads, not yet reported.
+        """
+        holders = [
+            _holder(i, active[i.task_id][1]) for i in instances if _holds(i, active, spawning)
+        ]
+        candidates = [_candidate(i, active[t.id][1]) for t, i in to_spawn]
+        return capacity.admit(self.node, holders, candidates)
+
     def admit(
         self,
         conn: Connection,
@@ -69,15 +86,8 @@ class Admitter:
         turn: Turn,
         now: datetime,
     ) -> None:
-        """Filter ``turn.to_spawn`` down to what fits; write waits and preemptions.
-
-        ``spawning``: ids of instances handed to the spawn threads, not yet reported.
-        """
-        holders = [
-            _holder(i, active[i.task_id][1]) for i in instances if _holds(i, active, spawning)
-        ]
-        candidates = [_candidate(i, active[t.id][1]) for t, i in turn.to_spawn]
-        admission = capacity.admit(self.node, holders, candidates)
+        """Filter ``turn.to_spawn`` down to what fits; write waits and preemptions."""
+        admission = self.decide(active, instances, spawning, turn.to_spawn)
         by_id = {instance.id: instance for instance in instances}
         for victim_id in admission.preempt:
             self._preempt(conn, active, by_id[victim_id], turn, now)
@@ -111,6 +121,16 @@ class Admitter:
             "a default instance needs its room"
         )
         instance_event(conn, task, victim, Reason.PREEMPTED, text, now, Severity.WARNING)
+
+
+def starts_as_they_are(
+    admission: capacity.Admission, to_spawn: Sequence[tuple[Task, Instance]]
+) -> bool:
+    """Every candidate starts, in the class it has, preempting no one: nothing to write."""
+    starting = dict(admission.start)
+    return not admission.preempt and all(
+        starting.get(instance.id) is instance.run_as for _, instance in to_spawn
+    )
 
 
 def _holds(instance: Instance, active: Mapping[int, ActiveTask], spawning: Set[int]) -> bool:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from jobyard import planning
 from jobyard.domain import Instance, Task
-from jobyard.engine.admission import Admitter
+from jobyard.engine.admission import ActiveTask, Admitter, starts_as_they_are
 from jobyard.engine.clock import Clock
 from jobyard.engine.exits import record_exits
 from jobyard.engine.launches import Launcher
@@ -197,6 +197,10 @@ class Controller:
         work = [(task, spec, plan) for task, spec, plan in planned if plan and plan.actions]
         if not work:
             return turn  # nothing to write: no transaction at all
+        specs = {task.id: (task, spec) for task, spec, _ in planned}
+        every = [i for task, _, _ in planned for i in by_task[task.id]]
+        if self._start_without_writing(work, by_task, specs, every, turn):
+            return turn
         self._precedence.give_way()
         with self._store.write() as conn:
             for task, spec, plan in work:
@@ -205,10 +209,33 @@ class Controller:
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
             self._spawner.create_attempts(conn, turn, now)
             if turn.to_spawn:
-                specs = {task.id: (task, spec) for task, spec, _ in planned}
-                every = [i for task, _, _ in planned for i in by_task[task.id]]
                 self._admitter.admit(conn, specs, every, set(self._in_flight), turn, now)
         return turn
+
+    def _start_without_writing(
+        self,
+        work: list[tuple[Task, TemplateSpec, planning.TaskPlan]],
+        by_task: defaultdict[int, list[Instance]],
+        specs: dict[int, ActiveTask],
+        every: list[Instance],
+        turn: Turn,
+    ) -> bool:
+        """A turn that only starts pending instances, each fitting in the class it has
+        (a task launched with its instances, say), writes nothing: no transaction."""
+        actions = [(task, action) for task, _, plan in work for action in plan.actions]
+        spawns = [(t, a) for t, a in actions if isinstance(a, planning.SpawnInstance)]
+        if len(spawns) != len(actions):
+            return False
+        by_id = {i.id: i for task, _, _ in work for i in by_task[task.id]}
+        to_spawn = sorted(
+            ((task, by_id[action.instance_id]) for task, action in spawns),
+            key=lambda item: item[0].id,
+        )
+        admission = self._admitter.decide(specs, every, set(self._in_flight), to_spawn)
+        if not starts_as_they_are(admission, to_spawn):
+            return False
+        turn.to_spawn = to_spawn
+        return True
 
     def _plan_one(
         self, task: Task, instances: list[Instance], now: datetime, turn: Turn, spawning: bool

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from jobyard.domain import Reason, Severity, Task, Template, TriggerKind
 from jobyard.engine.events import add_events, new_task_event, task_event, template_event
 from jobyard.errors import ConcurrencyForbidden
-from jobyard.planning import instance_count
+from jobyard.planning import first_attempt, instance_count
 from jobyard.spec import RunOverrides
 from jobyard.store import tasks as task_store
 
@@ -63,9 +63,23 @@ def launch_task(
         found = _existing(conn, template, request)
         assert found is not None
         return Launched(found, created=False)
+    _insert_first_attempts(conn, template, task, now)
     message = _created_message(task.trigger, task.instance_count, task.scheduled_time)
     task_event(conn, task, Reason.TASK_CREATED, message, now)
     return Launched(task, created=True)
+
+
+def _insert_first_attempts(conn: Connection, template: Template, task: Task, now: datetime) -> None:
+    """The task's instances, pending, in its own transaction: the controller's turn
+    that starts them then has nothing to write (a trigger's start is a transaction
+    shorter). Cron tasks, fired hundreds at a time, leave this to the controller."""
+    count = task.instance_count
+    attempts = [first_attempt(template.spec, index, count) for index in range(count)]
+    news = [
+        task_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
+        for a in attempts
+    ]
+    task_store.insert_instances(conn, news, now)
 
 
 def launch_scheduled(

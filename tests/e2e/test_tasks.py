@@ -789,3 +789,16 @@ def test_a_server_started_under_nohup_starts_instances_with_no_signal_ignored(
         assert nohup.client.get("/healthz").status_code == 200
     finally:
         stop_server(nohup)
+
+
+def test_a_task_is_created_with_its_instances(server: JobyardServer) -> None:
+    """A run's answer comes once its instances are recorded, pending: the controller only
+    has to start them. Each runs as that first attempt."""
+    server.create_template(script_template("born-with-instances", "sleep 0.2", replicas=3))
+    task = server.run("born-with-instances")
+    first = server.instances(task["id"])
+    assert [(i["index"], i["attempt"]) for i in first] == [(0, 0), (1, 0), (2, 0)]
+    assert server.wait_task(task["id"])["status"] == "succeeded"
+    done = server.instances(task["id"])
+    assert [i["id"] for i in done] == [i["id"] for i in first]
+    assert {i["status"] for i in done} == {"succeeded"}

@@ -115,7 +115,9 @@ def test_deleting_a_template_deletes_its_rows(store: Store) -> None:
     with store.write() as conn:
         template = template_store.locked_template_by_id(conn, template_id)
         task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
-        task_store.insert_instance(conn, task.id, 0, 0, [], None, NOW)
+    with store.read() as conn:
+        [instance] = task_store.instances_of(conn, [task.id])  # launched with its instance
+        assert (instance.index, instance.attempt, instance.status.value) == (0, 0, "pending")
     with store.write() as conn:
         template_store.delete_template(conn, template_id)
     with store.read() as conn:
@@ -131,7 +133,7 @@ def test_ids_of_deleted_tasks_and_instances_are_never_reused(store: Store) -> No
         with store.write() as conn:
             template = template_store.locked_template_by_id(conn, template_id)
             task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
-            instance = task_store.insert_instance(conn, task.id, 0, 0, [], None, NOW)
+            [instance] = task_store.instances_of(conn, [task.id])
         return task.id, instance.id
 
     first = task_and_instance()
