@@ -84,11 +84,11 @@ def _end(
     """Finish the instance as its exit says; its event, or None when it had
     already ended (a repeated report)."""
     status, reason, message = outcome(exit, task, instance)
+    measured = exit.peak_memory_bytes is not None or exit.cpu_seconds is not None
+    usage = task_store.Usage(exit.peak_memory_bytes, exit.cpu_seconds) if measured else None
     finished = task_store.finish_instance(
-        conn, instance.id, status, exit.exit_code, reason, message, now
+        conn, instance.id, status, exit.exit_code, reason, message, now, usage
     )
-    if exit.peak_memory_bytes is not None or exit.cpu_seconds is not None:
-        task_store.record_usage(conn, instance.id, exit.peak_memory_bytes, exit.cpu_seconds)
     if not finished:
         return None
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))

@@ -38,7 +38,8 @@ class Launched:
 def launch_task(
     conn: Connection, template: Template, request: TaskRequest, now: datetime
 ) -> Launched:
-    """Create the task in the caller's transaction, applying the concurrency policy.
+    """Create the task with its instances in the caller's transaction, applying the
+    concurrency policy.
 
     The caller read ``template`` under its row lock (``template_store.locked_template``),
     which serialises the policy check with every other launch of the template.
@@ -70,9 +71,10 @@ def launch_task(
 
 
 def _insert_first_attempts(conn: Connection, template: Template, task: Task, now: datetime) -> None:
-    """The task's instances, pending, in its own transaction: the controller's turn
-    that starts them then has nothing to write (a trigger's start is a transaction
-    shorter). Cron tasks, fired hundreds at a time, leave this to the controller."""
+    """The task's first attempts, pending, in the task's transaction: the controller's
+    turn that starts them then has nothing to write (a trigger's start is a transaction
+    shorter). Cron tasks of Allow templates, inserted hundreds at a time
+    (``launch_scheduled``), leave this to the controller."""
     count = task.instance_count
     attempts = [first_attempt(template.spec, index, count) for index in range(count)]
     news = [

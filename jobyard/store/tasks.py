@@ -382,14 +382,12 @@ def set_waiting_reason(conn: Connection, instance_id: int, reason: str | None) -
     )
 
 
-def record_usage(
-    conn: Connection, instance_id: int, peak_memory_bytes: int | None, cpu_seconds: float | None
-) -> None:
-    conn.execute(
-        instances.update()
-        .where(instances.c.id == instance_id)
-        .values(peak_memory_bytes=peak_memory_bytes, cpu_seconds=cpu_seconds)
-    )
+@dataclass(frozen=True)
+class Usage:
+    """What an ended instance used, as its runner measured it (None: not measured)."""
+
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
 
 
 def finish_instance(
@@ -400,21 +398,26 @@ def finish_instance(
     reason: str | None,
     message: str | None,
     now: datetime,
+    usage: Usage | None = None,
 ) -> bool:
-    """End a live instance; False when it had already ended (a repeated report)."""
+    """End a live instance (with its usage, if measured); False when it had already
+    ended (a repeated report)."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "exit_code": exit_code,
+        "reason": reason,
+        "message": message,
+        "finished_at": now,
+    }
+    if usage is not None:
+        values.update(peak_memory_bytes=usage.peak_memory_bytes, cpu_seconds=usage.cpu_seconds)
     result = conn.execute(
         instances.update()
         .where(
             instances.c.id == instance_id,
             instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES]),
         )
-        .values(
-            status=status.value,
-            exit_code=exit_code,
-            reason=reason,
-            message=message,
-            finished_at=now,
-        )
+        .values(**values)
     )
     return bool(result.rowcount)
 
