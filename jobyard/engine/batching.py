@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from jobyard.domain import Template
 from jobyard.engine.clock import Clock
-from jobyard.engine.launching import Launched, TaskRequest, launch_task
+from jobyard.engine.launching import Launched, TaskRequest, launch_many
 from jobyard.store import Store
 
 logger = logging.getLogger(__name__)
@@ -101,4 +101,5 @@ class LaunchBatcher:
     def _write_together(self, batch: list[_Launch]) -> list[Launched]:
         with self._store.write() as conn:
             now = self._clock.now()
-            return [launch_task(conn, one.locate(conn), one.request, now) for one in batch]
+            located = [(one.locate(conn), one.request) for one in batch]
+            return launch_many(conn, located, now)

@@ -10,7 +10,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from jobyard.domain import Reason, Severity, Task, Template, TriggerKind
-from jobyard.engine.events import add_events, new_task_event, task_event, template_event
+from jobyard.engine.events import (
+    add_events,
+    new_event_of_task,
+    new_task_event,
+    task_event,
+    template_event,
+)
 from jobyard.errors import ConcurrencyForbidden
 from jobyard.planning import first_attempt, instance_count
 from jobyard.spec import RunOverrides
@@ -75,13 +81,74 @@ def _insert_first_attempts(conn: Connection, template: Template, task: Task, now
     turn that starts them then has nothing to write (a trigger's start is a transaction
     shorter). Cron tasks of Allow templates, inserted hundreds at a time
     (``launch_scheduled``), leave this to the controller."""
+    task_store.add_instances(conn, _first_attempts(template, task), now)
+
+
+def _first_attempts(template: Template, task: Task) -> list[task_store.NewInstance]:
     count = task.instance_count
     attempts = [first_attempt(template.spec, index, count) for index in range(count)]
-    news = [
+    return [
         task_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
         for a in attempts
     ]
-    task_store.insert_instances(conn, news, now)
+
+
+def launch_many(
+    conn: Connection, launches: Sequence[tuple[Template, TaskRequest]], now: datetime
+) -> list[Launched]:
+    """``launch_task`` for each (template, request), in the caller's transaction; the
+    results in order.
+
+    A launch of an Allow template without an idempotency key looks at no other task:
+    those are written together, their tasks, instances and events one statement each
+    (HTTP triggers of one template arriving together, say). The others go one by one.
+    """
+    results: dict[int, Launched] = {}
+    plain: list[int] = []
+    for position, (template, request) in enumerate(launches):
+        if _looks_at_no_task(template, request):
+            plain.append(position)
+        else:
+            results[position] = launch_task(conn, template, request, now)
+    together = _launch_together(conn, [launches[position] for position in plain], now)
+    results.update(zip(plain, together, strict=True))
+    return [results[position] for position in range(len(launches))]
+
+
+def _looks_at_no_task(template: Template, request: TaskRequest) -> bool:
+    keyless = request.scheduled_time is None and request.event_id is None
+    return keyless and template.spec.concurrency_policy == "Allow"
+
+
+def _launch_together(
+    conn: Connection, launches: Sequence[tuple[Template, TaskRequest]], now: datetime
+) -> list[Launched]:
+    if not launches:
+        return []
+    news = [
+        task_store.NewTask(
+            template_id=template.id,
+            template_version=template.version,
+            trigger=request.trigger,
+            overrides=_overrides(request),
+            instance_count=instance_count(template.spec, request.overrides.replicas),
+            payload=request.payload,
+        )
+        for template, request in launches
+    ]
+    names = [(template.namespace, template.name) for template, _ in launches]
+    tasks = task_store.insert_tasks(conn, news, names, now)
+    pairs = list(zip((template for template, _ in launches), tasks, strict=True))
+    instances = [new for template, task in pairs for new in _first_attempts(template, task)]
+    task_store.add_instances(conn, instances, now)
+    events = [
+        new_event_of_task(
+            task, Reason.TASK_CREATED, _created_message(task.trigger, task.instance_count, None)
+        )
+        for task in tasks
+    ]
+    add_events(conn, events, now)
+    return [Launched(task, created=True) for task in tasks]
 
 
 def launch_scheduled(

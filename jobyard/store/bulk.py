@@ -29,7 +29,9 @@ def insert_rows(
     skip_conflicts_on: Sequence[sa.Column[Any]] = (),
 ) -> list[Row[Any]]:
     """Insert ``rows`` (all with the same keys) into ``table``; return the ``returning``
-    columns of the inserted rows (in no particular order).
+    columns of the inserted rows (in no particular order). The rows are inserted in the
+    order given, so an autoincrement key ascends in that order: sorted by it, the rows
+    returned follow ``rows``.
 
     ``skip_conflicts_on``: the columns of a unique constraint; a row that would break it
     is left out (``ON CONFLICT (...) DO NOTHING``) instead of failing the statement.
@@ -66,7 +68,8 @@ def _insert_executemany(
         sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(table)
     ).scalar()
     conn.exec_driver_sql(sql, params)
-    inserted = sa.select(*returning).where(sa.literal_column("rowid") > (before or 0))
+    rowid: sa.ColumnElement[int] = sa.literal_column("rowid")
+    inserted = sa.select(*returning).where(rowid > (before or 0)).order_by(rowid)
     return list(conn.execute(inserted))
 
 
@@ -94,9 +97,11 @@ def _insert_unnest(
         f"CAST(:{_param(i)} AS {_array_type(column)})" for i, column in enumerate(columns)
     )
     quoted = ", ".join(_quote(conn, name) for name in names)
+    # Ordered by position: a serial key's values are then drawn in the order of ``rows``.
     sql = (
         f"INSERT INTO {_quote(conn, table.name)} ({quoted}) "
-        f"SELECT * FROM unnest({arrays}) AS given({quoted})"
+        f"SELECT {quoted} FROM unnest({arrays}) WITH ORDINALITY AS given({quoted}, position) "
+        "ORDER BY position"
     ) + _on_conflict(conn, skip_conflicts_on)
     if returning:
         sql += " RETURNING " + ", ".join(_quote(conn, column.name) for column in returning)

@@ -106,6 +106,25 @@ def insert_task(
     return _task_of({**row._mapping, **names})
 
 
+def insert_tasks(
+    conn: Connection, news: Sequence[NewTask], names: Sequence[tuple[str, str]], now: datetime
+) -> list[Task]:
+    """Insert many pending tasks without a key (no scheduled time, no event id) in one
+    statement (store/bulk.py); the tasks in the order of ``news``, whose templates'
+    (namespace, name) are ``names``."""
+    if any(new.scheduled_time is not None or new.event_id is not None for new in news):
+        raise ValueError("insert_tasks takes tasks without a scheduled time or event id")
+    rows = [_task_row(new, now) for new in news]
+    inserted = insert_rows(conn, tasks, rows, returning=list(tasks.c))
+    ordered = sorted(inserted, key=lambda row: int(row.id))
+    if [row.template_id for row in ordered] != [new.template_id for new in news]:
+        raise RuntimeError("inserted tasks came back out of order")
+    return [
+        _task_of({**row._mapping, "namespace": namespace, "template_name": name})
+        for row, (namespace, name) in zip(ordered, names, strict=True)
+    ]
+
+
 def insert_scheduled_tasks(
     conn: Connection, news: Sequence[NewTask], now: datetime
 ) -> dict[str, int]:
@@ -311,7 +330,17 @@ def insert_instances(
 ) -> dict[tuple[int, int, int], Instance]:
     """Insert pending instances in one statement (store/bulk.py); by (task id,
     index, attempt)."""
-    rows = [
+    inserted = insert_rows(conn, instances, _instance_rows(news, now), returning=list(instances.c))
+    return {(i.task_id, i.index, i.attempt): i for i in map(_instance, inserted)}
+
+
+def add_instances(conn: Connection, news: Sequence[NewInstance], now: datetime) -> None:
+    """``insert_instances``, without reading them back."""
+    insert_rows(conn, instances, _instance_rows(news, now))
+
+
+def _instance_rows(news: Sequence[NewInstance], now: datetime) -> list[dict[str, Any]]:
+    return [
         {
             "run_as": new.run_as.value,
             "task_id": new.task_id,
@@ -324,8 +353,6 @@ def insert_instances(
         }
         for new in news
     ]
-    inserted = insert_rows(conn, instances, rows, returning=list(instances.c))
-    return {(i.task_id, i.index, i.attempt): i for i in map(_instance, inserted)}
 
 
 def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:

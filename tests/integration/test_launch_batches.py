@@ -10,12 +10,16 @@ from functools import partial
 
 from sqlalchemy.engine import Connection
 
-from jobyard.domain import Template, TriggerKind
+from jobyard.domain import Event, Template, TriggerKind
 from jobyard.engine.batching import LaunchBatcher
-from jobyard.engine.launching import Launched, TaskRequest
+from jobyard.engine.launching import Launched, TaskRequest, launch_many
 from jobyard.errors import ConcurrencyForbidden, NotFound
+from jobyard.spec import RunOverrides
 from jobyard.store import Store
+from jobyard.store import events as event_store
+from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
+from jobyard.store.events import EventQuery
 from tests.integration.test_firing import FixedClock, make_cron_templates, tasks_of
 
 
@@ -80,3 +84,52 @@ def test_a_failing_launch_fails_alone(store: Store) -> None:
     assert len(tasks_of(store, forbid)) == 1
     for template_id in allowed:
         assert len(tasks_of(store, template_id)) == 2
+
+
+def test_launches_written_together_keep_their_order_overrides_and_instances(
+    store: Store,
+) -> None:
+    """One transaction of mixed launches: plain ones (Allow, no key) are inserted
+    together, the others one by one; each answer is its own request's task."""
+    allowed, other = make_cron_templates(store, 2)
+    [forbid] = make_cron_templates(store, 1, prefix="forbid", policy="Forbid")
+
+    def request(n: int, event_id: str | None = None) -> TaskRequest:
+        overrides = RunOverrides.model_validate(
+            {"envs": [{"name": "N", "value": str(n)}], "replicas": 1 + n % 3}
+        )
+        return TaskRequest(trigger=TriggerKind.HTTP, overrides=overrides, event_id=event_id)
+
+    asked = [
+        (allowed, request(0)),
+        (forbid, request(1)),
+        (other, request(2)),
+        (allowed, request(3, event_id="once")),
+        (allowed, request(4)),
+        (other, request(5)),
+    ]
+    with store.write() as conn:
+        templates = {
+            t: template_store.locked_template_by_id(conn, t) for t in {a for a, _ in asked}
+        }
+        launched = launch_many(conn, [(templates[t], r) for t, r in asked], FixedClock().now())
+    assert all(one.created for one in launched)
+    for n, ((template_id, _), one) in enumerate(zip(asked, launched, strict=True)):
+        assert one.task.template_id == template_id
+        assert one.task.overrides["envs"] == [{"name": "N", "value": str(n)}]
+        assert one.task.instance_count == 1 + n % 3
+    with store.read() as conn:
+        for one in launched:
+            stored = task_store.get_task(conn, one.task.id)
+            assert stored == one.task  # the answer is the committed row
+            instances = task_store.instances_of(conn, [one.task.id])
+            assert [(i.index, i.attempt) for i in instances] == [
+                (index, 0) for index in range(one.task.instance_count)
+            ]
+    created = [e for e in _events(store) if e.reason == "TaskCreated"]
+    assert sorted(e.task_id for e in created) == sorted(one.task.id for one in launched)
+
+
+def _events(store: Store) -> list[Event]:
+    with store.read() as conn:
+        return event_store.search_events(conn, EventQuery(limit=100))
