@@ -27,6 +27,7 @@ from jobyard.engine.specs import SpecCache
 from jobyard.engine.starts import record_waiting
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 ActiveTask = tuple[Task, TemplateSpec]
@@ -48,7 +49,7 @@ class Admitter:
         held = {run_as.value: {"cpu": 0.0, "memory_mb": 0, "instances": 0} for run_as in RunAs}
         with store.read() as conn:
             active = {task.id: task for task in task_store.active_tasks(conn)}
-            instances = task_store.instances_of(conn, list(active))
+            instances = instance_store.instances_of(conn, list(active))
         for instance in instances:
             if instance.is_live and instance.pid is not None:
                 task = active[instance.task_id]
@@ -100,7 +101,7 @@ class Admitter:
                 record_waiting(conn, task, instance, Reason.INSUFFICIENT_CAPACITY, message, now)
                 continue
             if run_as is not instance.run_as:
-                task_store.set_run_as(conn, instance.id, run_as)
+                instance_store.set_run_as(conn, instance.id, run_as)
                 instance = dataclasses.replace(instance, run_as=run_as)
             admitted.append((task, instance))
         turn.to_spawn = admitted
@@ -114,7 +115,7 @@ class Admitter:
         now: datetime,
     ) -> None:
         task, spec = active[victim.task_id]
-        task_store.request_instance_stop(conn, victim.id, preempt=True)
+        instance_store.request_instance_stop(conn, victim.id, preempt=True)
         turn.to_stop.append((victim.id, float(spec.termination_grace_period)))
         text = (
             f"instance {victim.index} attempt {victim.attempt} is preempted: "

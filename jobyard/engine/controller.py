@@ -31,6 +31,7 @@ from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Runner
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Controller:
         now = self._clock.now()
         with self._store.read() as conn:
             active = task_store.tasks_to_reconcile(conn, PENDING_WINDOW)
-            by_task = _group(task_store.instances_of(conn, [task.id for task in active]))
+            by_task = _group(instance_store.instances_of(conn, [task.id for task in active]))
         turn = Turn(to_spawn=[], to_stop=[])
         # A task with an instance being spawned waits for the spawn's report.
         spawning = set(self._in_flight.values())

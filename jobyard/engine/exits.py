@@ -11,6 +11,7 @@ from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity,
 from jobyard.engine.events import add_events, new_instance_event
 from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 MIB = 1024 * 1024
@@ -53,7 +54,7 @@ _EVENT_OF = {
 def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime) -> None:
     """Record many exits in the caller's transaction: two reads, then one update
     per instance, and their events in one statement."""
-    found = task_store.get_instances(conn, [exit.instance_id for exit in exits])
+    found = instance_store.get_instances(conn, [exit.instance_id for exit in exits])
     tasks = task_store.get_tasks(conn, list({i.task_id for i in found.values()}))
     events: list[NewEvent] = []
     for exit in exits:
@@ -69,7 +70,7 @@ def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime)
 
 def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
     try:
-        instance = task_store.get_instance(conn, exit.instance_id)
+        instance = instance_store.get_instance(conn, exit.instance_id)
         task = task_store.get_task(conn, instance.task_id)
     except NotFound:
         return  # deleted with its task while it ran
@@ -85,8 +86,8 @@ def _end(
     already ended (a repeated report)."""
     status, reason, message = outcome(exit, task, instance)
     measured = exit.peak_memory_bytes is not None or exit.cpu_seconds is not None
-    usage = task_store.Usage(exit.peak_memory_bytes, exit.cpu_seconds) if measured else None
-    finished = task_store.finish_instance(
+    usage = instance_store.Usage(exit.peak_memory_bytes, exit.cpu_seconds) if measured else None
+    finished = instance_store.finish_instance(
         conn, instance.id, status, exit.exit_code, reason, message, now, usage
     )
     if not finished:

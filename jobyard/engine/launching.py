@@ -20,6 +20,7 @@ from jobyard.engine.events import (
 from jobyard.errors import ConcurrencyForbidden
 from jobyard.planning import first_attempt, instance_count
 from jobyard.spec import RunOverrides
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 
@@ -81,14 +82,14 @@ def _insert_first_attempts(conn: Connection, template: Template, task: Task, now
     turn that starts them then has nothing to write (a trigger's start is a transaction
     shorter). Cron tasks of Allow templates, inserted hundreds at a time
     (``launch_scheduled``), leave this to the controller."""
-    task_store.add_instances(conn, _first_attempts(template, task), now)
+    instance_store.add_instances(conn, _first_attempts(template, task), now)
 
 
-def _first_attempts(template: Template, task: Task) -> list[task_store.NewInstance]:
+def _first_attempts(template: Template, task: Task) -> list[instance_store.NewInstance]:
     count = task.instance_count
     attempts = [first_attempt(template.spec, index, count) for index in range(count)]
     return [
-        task_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
+        instance_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
         for a in attempts
     ]
 
@@ -140,7 +141,7 @@ def _launch_together(
     tasks = task_store.insert_tasks(conn, news, names, now)
     pairs = list(zip((template for template, _ in launches), tasks, strict=True))
     instances = [new for template, task in pairs for new in _first_attempts(template, task)]
-    task_store.add_instances(conn, instances, now)
+    instance_store.add_instances(conn, instances, now)
     events = [
         new_event_of_task(
             task, Reason.TASK_CREATED, _created_message(task.trigger, task.instance_count, None)

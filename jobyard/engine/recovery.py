@@ -18,6 +18,7 @@ from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Recovered, Runner
 from jobyard.store import Store
 from jobyard.store import events as event_store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def recover(store: Store, runner: Runner, specs: SpecCache, now: datetime) -> None:
     with store.read() as conn:
-        live = task_store.live_instances(conn)
+        live = instance_store.live_instances(conn)
     found = [(instance, runner.recover(instance.task_id, instance.id)) for instance in live]
     with store.write() as conn:
         for instance, recovered in found:
@@ -47,7 +48,7 @@ def _account(conn: Connection, instance: Instance, recovered: Recovered, now: da
     if recovered.state == "running":
         assert recovered.pid is not None
         if instance.status is InstanceStatus.PENDING:
-            task_store.mark_instance_running(conn, instance.id, recovered.pid, now)
+            instance_store.mark_instance_running(conn, instance.id, recovered.pid, now)
             task_store.mark_task_running(conn, task.id, now)
         text = f"instance {instance.index} still runs (pid {recovered.pid}); watching it again"
         instance_event(conn, task, instance, Reason.INSTANCE_ADOPTED, text, now)
@@ -61,7 +62,7 @@ def _account(conn: Connection, instance: Instance, recovered: Recovered, now: da
         status, reason, message = outcome(exit, task, instance)
         if status is InstanceStatus.LOST:
             message = "its process was gone when the server restarted"
-        task_store.finish_instance(conn, instance.id, status, None, reason, message, now)
+        instance_store.finish_instance(conn, instance.id, status, None, reason, message, now)
         instance_event(conn, task, instance, Reason.INSTANCE_LOST, message, now)
 
 

@@ -21,6 +21,7 @@ from jobyard.errors import JobyardError
 from jobyard.runners.base import InstanceLaunch, Runner
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,12 @@ class Spawner:
         if isinstance(action, planning.CreateAttempt):
             turn.attempts.append((task, action))  # inserted together: create_attempts
         elif isinstance(action, planning.StopInstance):
-            task_store.request_instance_stop(conn, action.instance_id)
+            instance_store.request_instance_stop(conn, action.instance_id)
             turn.to_stop.append((action.instance_id, float(spec.termination_grace_period)))
         elif isinstance(action, planning.AbandonInstance):
             turn.changed = True  # the task can finish on the next pass
             reason = task.ending_reason or Reason.STOPPED
-            task_store.finish_instance(
+            instance_store.finish_instance(
                 conn, action.instance_id, InstanceStatus.KILLED, None, reason, "never started", now
             )
         elif isinstance(action, planning.BeginEnding):
@@ -94,10 +95,12 @@ class Spawner:
         """Insert the turn's new attempts in one statement; those due now join
         ``turn.to_spawn``, which stays in task order (admission's order)."""
         news = [
-            task_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
+            instance_store.NewInstance(
+                task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as
+            )
             for task, a in turn.attempts
         ]
-        created = task_store.insert_instances(conn, news, now)
+        created = instance_store.insert_instances(conn, news, now)
         for task, action in turn.attempts:
             instance = created[(task.id, action.index, action.attempt)]
             _announce(conn, task, instance, action, now)

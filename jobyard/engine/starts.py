@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity, Task
 from jobyard.engine.events import add_events, instance_event, new_event_of_task, new_instance_event
 from jobyard.engine.launches import CannotLaunch, NotReady
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 
 
@@ -33,7 +34,7 @@ def record_started(conn: Connection, reports: Sequence[Started], now: datetime) 
     """Record spawn reports; the ids of instances that run but must be stopped
     (they ended, were deleted or preempted while they were being spawned)."""
     ran = [(r.task, r.instance, r.pid) for r in reports if r.pid is not None]
-    running = task_store.mark_instances_running(conn, [(i.id, pid) for _, i, pid in ran], now)
+    running = instance_store.mark_instances_running(conn, [(i.id, pid) for _, i, pid in ran], now)
     # The ones not running were stopped while being spawned: no "started" for them.
     started = [(task, instance, pid) for task, instance, pid in ran if instance.id in running]
     first = task_store.mark_tasks_running(conn, list({task.id for task, _, _ in started}), now)
@@ -54,7 +55,7 @@ def record_started(conn: Connection, reports: Sequence[Started], now: datetime) 
 def _failed(
     conn: Connection, task: Task, instance: Instance, failure: CannotLaunch, now: datetime
 ) -> NewEvent:
-    task_store.finish_instance(
+    instance_store.finish_instance(
         conn, instance.id, InstanceStatus.FAILED, None, failure.reason, failure.message, now
     )
     text = f"instance {instance.index} could not start: {failure.message}"
@@ -79,6 +80,6 @@ def record_waiting(
     """Mark why a pending instance waits; the event is written once per new reason."""
     if instance.waiting_reason == reason:
         return
-    task_store.set_waiting_reason(conn, instance.id, reason)
+    instance_store.set_waiting_reason(conn, instance.id, reason)
     text = f"instance {instance.index} waits: {message}"
     instance_event(conn, task, instance, reason, text, now, Severity.WARNING)

@@ -20,6 +20,7 @@ from jobyard.runners.base import Runner
 from jobyard.spec import RunOverrides
 from jobyard.store import Store
 from jobyard.store import events as event_store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 
@@ -88,7 +89,7 @@ class TaskService:
         """Delete the task record and its logs; a live task's processes are killed."""
         with self._store.write() as conn:
             task = task_store.get_task(conn, task_id)
-            live = [i for i in task_store.instances_of(conn, [task_id]) if i.is_live]
+            live = [i for i in instance_store.instances_of(conn, [task_id]) if i.is_live]
             task_store.delete_task(conn, task_id)
         grace = float(
             self._specs.get(task.template_id, task.template_version).termination_grace_period
@@ -111,11 +112,11 @@ class TaskService:
     def instances(self, task_id: int) -> list[Instance]:
         with self._store.read() as conn:
             task_store.get_task(conn, task_id)
-            return task_store.instances_of(conn, [task_id])
+            return instance_store.instances_of(conn, [task_id])
 
     def instance(self, instance_id: int) -> Instance:
         with self._store.read() as conn:
-            return task_store.get_instance(conn, instance_id)
+            return instance_store.get_instance(conn, instance_id)
 
     def log_path(self, instance: Instance) -> Path:
         return self._runner.log_path(instance.task_id, instance.id)

@@ -20,6 +20,7 @@ from jobyard.errors import Conflict, InvalidSpec
 from jobyard.runners.containers import ContainerEngine
 from jobyard.spec import CronTrigger, HttpTrigger, ImageDeployment, TemplateSpec
 from jobyard.store import Store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 
@@ -237,7 +238,7 @@ class TemplateService:
         with self._store.write() as conn:
             template = template_store.get_template(conn, namespace, name)
             task_ids = task_store.task_ids_of_template(conn, template.id)
-            live = [i for i in task_store.instances_of(conn, task_ids) if i.is_live]
+            live = [i for i in instance_store.instances_of(conn, task_ids) if i.is_live]
             template_store.delete_template(conn, template.id)
         grace = float(template.spec.termination_grace_period)
         self._scheduler.update(template.id, None)

@@ -1,4 +1,4 @@
-"""Queries on tasks and their instances."""
+"""Queries on tasks (their instances: store/instances.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from sqlalchemy.exc import IntegrityError
 
 from jobyard.domain import (
     ACTIVE_TASK_STATUSES,
-    LIVE_INSTANCE_STATUSES,
-    Instance,
-    InstanceStatus,
-    RunAs,
     Task,
     TaskStatus,
     TriggerKind,
 )
 from jobyard.errors import NotFound
 from jobyard.store.bulk import insert_rows
-from jobyard.store.tables import instances, tasks, templates
+from jobyard.store.tables import MAX_ID, tasks, templates
 
 _TASK_COLUMNS = (tasks, templates.c.namespace, templates.c.name.label("template_name"))
 
@@ -161,9 +157,6 @@ def find_task_by_key(
     return None if row is None else _task(row)
 
 
-MAX_ID = 2**63 - 1  # the largest integer key either database stores
-
-
 def get_task(conn: Connection, task_id: int) -> Task:
     if not 0 < task_id <= MAX_ID:
         raise NotFound(f"task {task_id} does not exist")
@@ -262,193 +255,6 @@ def delete_task(conn: Connection, task_id: int) -> None:
 # -- instances ---------------------------------------------------------------
 
 
-def _instance(row: Row[Any]) -> Instance:
-    m = row._mapping
-    return Instance(
-        id=m["id"],
-        task_id=m["task_id"],
-        index=m["index"],
-        attempt=m["attempt"],
-        status=InstanceStatus(m["status"]),
-        reason=m["reason"],
-        message=m["message"],
-        exit_code=m["exit_code"],
-        pid=m["pid"],
-        shards=list(m["shards"]),
-        not_before=m["not_before"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        stop_requested=bool(m["stop_requested"]),
-        run_as=RunAs(m["run_as"]),
-        preempt_requested=bool(m["preempt_requested"]),
-        waiting_reason=m["waiting_reason"],
-        peak_memory_bytes=m["peak_memory_bytes"],
-        cpu_seconds=m["cpu_seconds"],
-    )
-
-
-def insert_instance(
-    conn: Connection,
-    task_id: int,
-    index: int,
-    attempt: int,
-    shards: list[str],
-    not_before: datetime | None,
-    now: datetime,
-    run_as: RunAs = RunAs.DEFAULT,
-) -> Instance:
-    result = conn.execute(
-        instances.insert()
-        .values(
-            run_as=run_as.value,
-            task_id=task_id,
-            index=index,
-            attempt=attempt,
-            status=InstanceStatus.PENDING.value,
-            shards=shards,
-            not_before=not_before,
-            created_at=now,
-        )
-        .returning(instances)
-    )
-    return _instance(result.one())
-
-
-@dataclass(frozen=True)
-class NewInstance:
-    task_id: int
-    index: int
-    attempt: int
-    shards: list[str]
-    not_before: datetime | None
-    run_as: RunAs = RunAs.DEFAULT
-
-
-def insert_instances(
-    conn: Connection, news: Sequence[NewInstance], now: datetime
-) -> dict[tuple[int, int, int], Instance]:
-    """Insert pending instances in one statement (store/bulk.py); by (task id,
-    index, attempt)."""
-    inserted = insert_rows(conn, instances, _instance_rows(news, now), returning=list(instances.c))
-    return {(i.task_id, i.index, i.attempt): i for i in map(_instance, inserted)}
-
-
-def add_instances(conn: Connection, news: Sequence[NewInstance], now: datetime) -> None:
-    """``insert_instances``, without reading them back."""
-    insert_rows(conn, instances, _instance_rows(news, now))
-
-
-def _instance_rows(news: Sequence[NewInstance], now: datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_as": new.run_as.value,
-            "task_id": new.task_id,
-            "index": new.index,
-            "attempt": new.attempt,
-            "status": InstanceStatus.PENDING.value,
-            "shards": new.shards,
-            "not_before": new.not_before,
-            "created_at": now,
-        }
-        for new in news
-    ]
-
-
-def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:
-    if not task_ids:
-        return []
-    query = (
-        sa.select(instances)
-        .where(instances.c.task_id.in_(list(task_ids)))
-        .order_by(instances.c.task_id, instances.c.index, instances.c.attempt)
-    )
-    return [_instance(row) for row in conn.execute(query)]
-
-
-def get_instance(conn: Connection, instance_id: int) -> Instance:
-    if not 0 < instance_id <= MAX_ID:
-        raise NotFound(f"instance {instance_id} does not exist")
-    row = conn.execute(sa.select(instances).where(instances.c.id == instance_id)).first()
-    if row is None:
-        raise NotFound(f"instance {instance_id} does not exist")
-    return _instance(row)
-
-
-def live_instances(conn: Connection) -> list[Instance]:
-    query = sa.select(instances).where(
-        instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES])
-    )
-    return [_instance(row) for row in conn.execute(query)]
-
-
-def mark_instance_running(conn: Connection, instance_id: int, pid: int, now: datetime) -> None:
-    conn.execute(
-        instances.update()
-        .where(instances.c.id == instance_id)
-        .values(status=InstanceStatus.RUNNING.value, pid=pid, started_at=now, waiting_reason=None)
-    )
-
-
-def set_run_as(conn: Connection, instance_id: int, run_as: RunAs) -> None:
-    conn.execute(
-        instances.update().where(instances.c.id == instance_id).values(run_as=run_as.value)
-    )
-
-
-def request_instance_stop(conn: Connection, instance_id: int, preempt: bool = False) -> None:
-    values: dict[str, Any] = {"stop_requested": True}
-    if preempt:
-        values["preempt_requested"] = True
-    conn.execute(instances.update().where(instances.c.id == instance_id).values(**values))
-
-
-def set_waiting_reason(conn: Connection, instance_id: int, reason: str | None) -> None:
-    conn.execute(
-        instances.update().where(instances.c.id == instance_id).values(waiting_reason=reason)
-    )
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What an ended instance used, as its runner measured it (None: not measured)."""
-
-    peak_memory_bytes: int | None = None
-    cpu_seconds: float | None = None
-
-
-def finish_instance(
-    conn: Connection,
-    instance_id: int,
-    status: InstanceStatus,
-    exit_code: int | None,
-    reason: str | None,
-    message: str | None,
-    now: datetime,
-    usage: Usage | None = None,
-) -> bool:
-    """End a live instance (with its usage, if measured); False when it had already
-    ended (a repeated report)."""
-    values: dict[str, Any] = {
-        "status": status.value,
-        "exit_code": exit_code,
-        "reason": reason,
-        "message": message,
-        "finished_at": now,
-    }
-    if usage is not None:
-        values.update(peak_memory_bytes=usage.peak_memory_bytes, cpu_seconds=usage.cpu_seconds)
-    result = conn.execute(
-        instances.update()
-        .where(
-            instances.c.id == instance_id,
-            instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES]),
-        )
-        .values(**values)
-    )
-    return bool(result.rowcount)
-
-
 def existing_task_ids(conn: Connection, task_ids: Sequence[int]) -> set[int]:
     query = sa.select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)))
     return {row.id for row in conn.execute(query)}
@@ -462,50 +268,6 @@ def get_tasks(conn: Connection, task_ids: Sequence[int]) -> dict[int, Task]:
         return {}
     rows = conn.execute(_task_select().where(tasks.c.id.in_(list(task_ids)))).all()
     return {row.id: _task(row) for row in rows}
-
-
-def get_instances(conn: Connection, instance_ids: Sequence[int]) -> dict[int, Instance]:
-    if not instance_ids:
-        return {}
-    query = sa.select(instances).where(instances.c.id.in_(list(instance_ids)))
-    return {row.id: _instance(row) for row in conn.execute(query).all()}
-
-
-_MARK_RUNNING = (
-    instances.update()
-    .where(
-        instances.c.id == sa.bindparam("instance_id"),
-        instances.c.status == InstanceStatus.PENDING.value,
-    )
-    .values(
-        status=InstanceStatus.RUNNING.value,
-        pid=sa.bindparam("pid"),
-        started_at=sa.bindparam("now"),
-        waiting_reason=None,
-    )
-)
-
-
-def mark_instances_running(
-    conn: Connection, started: Sequence[tuple[int, int]], now: datetime
-) -> set[int]:
-    """Record (instance id, pid) starts; the ids now running with that pid and
-    no stop requested.
-
-    An instance missing from the answer ended, was deleted or was asked to stop
-    (preempted) while it was being spawned: its process must be stopped.
-    """
-    if not started:
-        return set()
-    params = [{"instance_id": i, "pid": pid, "now": now} for i, pid in started]
-    conn.execute(_MARK_RUNNING, params)
-    query = sa.select(instances.c.id, instances.c.pid).where(
-        instances.c.id.in_([i for i, _ in started]),
-        instances.c.status == InstanceStatus.RUNNING.value,
-        instances.c.stop_requested.is_(False),
-    )
-    pids = dict(started)
-    return {row.id for row in conn.execute(query).all() if row.pid == pids[row.id]}
 
 
 def mark_tasks_running(conn: Connection, task_ids: Sequence[int], now: datetime) -> set[int]:

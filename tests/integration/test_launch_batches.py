@@ -17,6 +17,7 @@ from jobyard.errors import ConcurrencyForbidden, NotFound
 from jobyard.spec import RunOverrides
 from jobyard.store import Store
 from jobyard.store import events as event_store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 from jobyard.store.events import EventQuery
@@ -122,7 +123,7 @@ def test_launches_written_together_keep_their_order_overrides_and_instances(
         for one in launched:
             stored = task_store.get_task(conn, one.task.id)
             assert stored == one.task  # the answer is the committed row
-            instances = task_store.instances_of(conn, [one.task.id])
+            instances = instance_store.instances_of(conn, [one.task.id])
             assert [(i.index, i.attempt) for i in instances] == [
                 (index, 0) for index in range(one.task.instance_count)
             ]

@@ -18,6 +18,7 @@ from jobyard.errors import AlreadyExists, ConcurrencyForbidden, StoreError
 from jobyard.spec import parse_spec
 from jobyard.store import Store
 from jobyard.store import events as event_store
+from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
@@ -116,13 +117,13 @@ def test_deleting_a_template_deletes_its_rows(store: Store) -> None:
         template = template_store.locked_template_by_id(conn, template_id)
         task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
     with store.read() as conn:
-        [instance] = task_store.instances_of(conn, [task.id])  # launched with its instance
+        [instance] = instance_store.instances_of(conn, [task.id])  # launched with its instance
         assert (instance.index, instance.attempt, instance.status.value) == (0, 0, "pending")
     with store.write() as conn:
         template_store.delete_template(conn, template_id)
     with store.read() as conn:
         assert task_store.existing_task_ids(conn, [task.id]) == set()
-        assert task_store.instances_of(conn, [task.id]) == []
+        assert instance_store.instances_of(conn, [task.id]) == []
 
 
 def test_ids_of_deleted_tasks_and_instances_are_never_reused(store: Store) -> None:
@@ -133,7 +134,7 @@ def test_ids_of_deleted_tasks_and_instances_are_never_reused(store: Store) -> No
         with store.write() as conn:
             template = template_store.locked_template_by_id(conn, template_id)
             task = launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task
-            [instance] = task_store.instances_of(conn, [task.id])
+            [instance] = instance_store.instances_of(conn, [task.id])
         return task.id, instance.id
 
     first = task_and_instance()
