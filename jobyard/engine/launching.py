@@ -56,16 +56,7 @@ def launch_task(
     if existing is not None:
         return Launched(existing, created=False)
     _apply_policy(conn, template, now)
-    new = task_store.NewTask(
-        template_id=template.id,
-        template_version=template.version,
-        trigger=request.trigger,
-        overrides=_overrides(request),
-        instance_count=instance_count(template.spec, request.overrides.replicas),
-        scheduled_time=request.scheduled_time,
-        event_id=request.event_id,
-        payload=request.payload,
-    )
+    new = _new_task(template, request)
     task = task_store.insert_task(conn, new, now, template.namespace, template.name)
     if task is None:  # lost a race on the same key with another writer
         found = _existing(conn, template, request)
@@ -75,6 +66,19 @@ def launch_task(
     message = _created_message(task.trigger, task.instance_count, task.scheduled_time)
     task_event(conn, task, Reason.TASK_CREATED, message, now)
     return Launched(task, created=True)
+
+
+def _new_task(template: Template, request: TaskRequest) -> task_store.NewTask:
+    return task_store.NewTask(
+        template_id=template.id,
+        template_version=template.version,
+        trigger=request.trigger,
+        overrides=_overrides(request),
+        instance_count=instance_count(template.spec, request.overrides.replicas),
+        scheduled_time=request.scheduled_time,
+        event_id=request.event_id,
+        payload=request.payload,
+    )
 
 
 def _insert_first_attempts(conn: Connection, template: Template, task: Task, now: datetime) -> None:
@@ -126,17 +130,7 @@ def _launch_together(
 ) -> list[Launched]:
     if not launches:
         return []
-    news = [
-        task_store.NewTask(
-            template_id=template.id,
-            template_version=template.version,
-            trigger=request.trigger,
-            overrides=_overrides(request),
-            instance_count=instance_count(template.spec, request.overrides.replicas),
-            payload=request.payload,
-        )
-        for template, request in launches
-    ]
+    news = [_new_task(template, request) for template, request in launches]
     names = [(template.namespace, template.name) for template, _ in launches]
     tasks = task_store.insert_tasks(conn, news, names, now)
     pairs = list(zip((template for template, _ in launches), tasks, strict=True))
