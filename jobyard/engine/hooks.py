@@ -2,7 +2,7 @@
 
 An HTTP trigger reads its template before anything else: the filters decide
 on it. Read from the database for every request, that is a transaction of its
-own (on PostgreSQL, four round trips) and a spec to validate. Kept here, the
+own (on PostgreSQL, round trips) and a spec to validate. Kept here, the
 copy is never trusted to decide alone:
 
 - a request the copy would accept is checked by the launch against the row it

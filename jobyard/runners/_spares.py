@@ -41,7 +41,9 @@ FILES = ("script", "payload.json", "resources.json", "output.log")
 
 
 class SpareRunDirs:
-    """Thread-safe; ``place`` and ``make`` never leave a half-made run directory."""
+    """Thread-safe. A spare is made under another name and renamed whole, so a start
+    never takes a half-made one; one that cannot be renamed is dropped, and the start
+    makes its own directories."""
 
     def __init__(self, tasks_dir: Path, ready: int = READY) -> None:
         self._tasks_dir = tasks_dir
