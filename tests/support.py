@@ -22,6 +22,20 @@ T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "stopped"}
 
 
+# The signals an instance starts with at their defaults whatever the server ignores;
+# others (real-time ones, say) are left as the server got them.
+LOGIN_SIGNALS = (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE,
+    signal.SIGTERM, signal.SIGCHLD, signal.SIGXFSZ,
+)  # fmt: skip
+
+
+def ignored_login_signals(status_line: str) -> list[str]:
+    """Of LOGIN_SIGNALS, those a ``SigIgn:`` line of /proc/<pid>/status marks ignored."""
+    mask = int(status_line.split()[1], 16)
+    return [s.name for s in LOGIN_SIGNALS if mask & (1 << (s - 1))]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

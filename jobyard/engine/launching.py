@@ -91,10 +91,9 @@ def _insert_first_attempts(conn: Connection, template: Template, task: Task, now
 
 def _first_attempts(template: Template, task: Task) -> list[instance_store.NewInstance]:
     count = task.instance_count
-    attempts = [first_attempt(template.spec, index, count) for index in range(count)]
     return [
-        instance_store.NewInstance(task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as)
-        for a in attempts
+        instance_store.NewInstance.of(task.id, first_attempt(template.spec, index, count))
+        for index in range(count)
     ]
 
 

@@ -94,12 +94,7 @@ class Spawner:
     def create_attempts(self, conn: Connection, turn: Turn, now: datetime) -> None:
         """Insert the turn's new attempts in one statement; those due now join
         ``turn.to_spawn``, which stays in task order (admission's order)."""
-        news = [
-            instance_store.NewInstance(
-                task.id, a.index, a.attempt, a.shards, a.not_before, a.run_as
-            )
-            for task, a in turn.attempts
-        ]
+        news = [instance_store.NewInstance.of(task.id, a) for task, a in turn.attempts]
         created = instance_store.insert_instances(conn, news, now)
         for task, action in turn.attempts:
             instance = created[(task.id, action.index, action.attempt)]

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 
 from jobyard.domain import LIVE_INSTANCE_STATUSES, Instance, InstanceStatus, RunAs
 from jobyard.errors import NotFound
+from jobyard.planning import CreateAttempt
 from jobyard.store.bulk import insert_rows
 from jobyard.store.tables import MAX_ID, instances
 
@@ -77,6 +78,14 @@ class NewInstance:
     shards: list[str]
     not_before: datetime | None
     run_as: RunAs = RunAs.DEFAULT
+
+    @classmethod
+    def of(cls, task_id: int, attempt: CreateAttempt) -> NewInstance:
+        """The row of an attempt a plan asks for."""
+        return cls(
+            task_id, attempt.index, attempt.attempt, attempt.shards, attempt.not_before,
+            attempt.run_as,
+        )  # fmt: skip
 
 
 def insert_instances(
