@@ -31,8 +31,7 @@ from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Runner
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
-from jobyard.store import instances as instance_store
-from jobyard.store import tasks as task_store
+from jobyard.store.in_play import tasks_in_play
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +184,9 @@ class Controller:
         self._precedence.give_way()
         now = self._clock.now()
         with self._store.read() as conn:
-            active = task_store.tasks_to_reconcile(conn, PENDING_WINDOW)
-            by_task = _group(instance_store.instances_of(conn, [task.id for task in active]))
+            in_play = tasks_in_play(conn, PENDING_WINDOW)
+        active = [task for task, _ in in_play]
+        by_task = defaultdict(list, {task.id: instances for task, instances in in_play})
         turn = Turn(to_spawn=[], to_stop=[])
         # A task with an instance being spawned waits for the spawn's report.
         spawning = set(self._in_flight.values())
@@ -292,10 +292,3 @@ class Controller:
             if remove_by <= now:
                 self._runner.remove_task_files(task_id)
                 del self._orphan_files[task_id]
-
-
-def _group(instances: list[Instance]) -> defaultdict[int, list[Instance]]:
-    grouped: defaultdict[int, list[Instance]] = defaultdict(list)
-    for instance in instances:
-        grouped[instance.task_id].append(instance)
-    return grouped

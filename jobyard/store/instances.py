@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,11 @@ from jobyard.store.tables import MAX_ID, instances
 
 
 def _instance(row: Row[Any]) -> Instance:
-    m = row._mapping
+    return instance_of(row._mapping)
+
+
+def instance_of(m: Mapping[Any, Any]) -> Instance:
+    """An instance from a row of the instances table's columns, by their names."""
     return Instance(
         id=m["id"],
         task_id=m["task_id"],

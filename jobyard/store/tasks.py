@@ -30,10 +30,12 @@ def _task_select() -> sa.Select[Any]:
 
 
 def _task(row: Row[Any]) -> Task:
-    return _task_of(row._mapping)
+    return task_of(row._mapping)
 
 
-def _task_of(m: Mapping[Any, Any]) -> Task:
+def task_of(m: Mapping[Any, Any]) -> Task:
+    """A task from a row of the tasks table's columns with its template's namespace and
+    ``template_name``, by their names."""
     return Task(
         id=m["id"],
         template_id=m["template_id"],
@@ -93,13 +95,13 @@ def insert_task(
     names = {"namespace": namespace, "template_name": template_name}
     if new.scheduled_time is None and new.event_id is None:
         # No key that another writer could hold: no savepoint needed.
-        return _task_of({**conn.execute(insert).one()._mapping, **names})
+        return task_of({**conn.execute(insert).one()._mapping, **names})
     try:
         with conn.begin_nested():
             row = conn.execute(insert).one()
     except IntegrityError:
         return None
-    return _task_of({**row._mapping, **names})
+    return task_of({**row._mapping, **names})
 
 
 def insert_tasks(
@@ -116,7 +118,7 @@ def insert_tasks(
     if [row.template_id for row in ordered] != [new.template_id for new in news]:
         raise RuntimeError("inserted tasks came back out of order")
     return [
-        _task_of({**row._mapping, "namespace": namespace, "template_name": name})
+        task_of({**row._mapping, "namespace": namespace, "template_name": name})
         for row, (namespace, name) in zip(ordered, names, strict=True)
     ]
 
@@ -195,20 +197,23 @@ def tasks_to_reconcile(conn: Connection, pending_window: int) -> list[Task]:
     others wait their turn, in order (their timeouts are checked once they
     are in the window).
     """
+    query = _task_select().where(in_play(pending_window))
+    return [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
+
+
+def in_play(pending_window: int) -> sa.ColumnElement[bool]:
+    """The condition on ``tasks`` of ``tasks_to_reconcile``."""
     head = (
         sa.select(tasks.c.id)
         .where(tasks.c.status == TaskStatus.PENDING.value)
         .order_by(tasks.c.id)
         .limit(pending_window)
     )
-    query = _task_select().where(
-        sa.or_(
-            tasks.c.status == TaskStatus.RUNNING.value,
-            sa.and_(tasks.c.status == TaskStatus.PENDING.value, tasks.c.ending_reason.is_not(None)),
-            tasks.c.id.in_(head.scalar_subquery()),
-        )
+    return sa.or_(
+        tasks.c.status == TaskStatus.RUNNING.value,
+        sa.and_(tasks.c.status == TaskStatus.PENDING.value, tasks.c.ending_reason.is_not(None)),
+        tasks.c.id.in_(head.scalar_subquery()),
     )
-    return [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
 
 
 def task_ids_of_template(conn: Connection, template_id: str) -> list[int]:

@@ -23,6 +23,7 @@ from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
 from jobyard.store.events import EventQuery
+from jobyard.store.in_play import tasks_in_play
 from jobyard.store.tables import metadata
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -160,6 +161,30 @@ def test_a_controller_turn_reads_running_ending_and_the_oldest_pending_tasks(
     with store.read() as conn:
         considered = [task.id for task in task_store.tasks_to_reconcile(conn, 2)]
     assert considered == [ids[0], ids[1], ids[4], ids[5]]
+
+
+def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: Store) -> None:
+    template_id = make_template(store)
+    with store.write() as conn:
+        template = template_store.locked_template_by_id(conn, template_id)
+        ids = [
+            launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task.id
+            for _ in range(3)
+        ]
+        instance_store.insert_instance(conn, ids[0], 0, 1, [], None, NOW)  # a retry
+        new = task_store.NewTask(template.id, template.version, TriggerKind.CRON, {}, 2, NOW)
+        [cron_id] = task_store.insert_scheduled_tasks(conn, [new], NOW).values()
+        task_store.mark_task_running(conn, ids[2], NOW)
+    with store.read() as conn:
+        in_play = tasks_in_play(conn, 3)
+        expected = [
+            (task, instance_store.instances_of(conn, [task.id]))
+            for task in task_store.tasks_to_reconcile(conn, 3)
+        ]
+    assert in_play == expected
+    assert [task.id for task, _ in in_play] == [*ids, cron_id]
+    assert [(i.index, i.attempt) for i in in_play[0][1]] == [(0, 0), (0, 1)]
+    assert in_play[3][1] == []  # the controller makes a cron task's instances
 
 
 def test_writers_leave_the_log_to_the_checkpointer_and_it_stays_small(store: Store) -> None:
