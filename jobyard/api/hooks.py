@@ -6,6 +6,8 @@ Authorised by the unguessable token in the URL and the template's filters
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -70,7 +72,8 @@ async def _trigger(
             request.url.scheme == "https", peer, request.headers, proxies
         )
         task_request = await _admit(request, template, trigger, client, scheme, body)
-        launched = await run_in_threadpool(engine.tasks.run_as_seen, template, task_request)
+        # Awaited on the event loop: no thread waits through the launch's transaction.
+        launched = await asyncio.wrap_future(engine.tasks.submit_as_seen(template, task_request))
     except _RECHECKED as err:
         if not final:
             raise _Recheck from err

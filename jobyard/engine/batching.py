@@ -53,9 +53,14 @@ class LaunchBatcher:
 
     def launch(self, locate: Locate, request: TaskRequest) -> Launched:
         """Write a task (any thread); its answer, or the error its launch raised."""
+        return self.submit(locate, request).result()
+
+    def submit(self, locate: Locate, request: TaskRequest) -> Future[Launched]:
+        """Ask for a task to be written, without waiting: the future is answered once
+        the transaction has committed (an event loop awaits it, no thread blocked)."""
         launch = _Launch(locate, request)
         self._queue.put(launch)
-        return launch.answer.result()
+        return launch.answer
 
     def close(self) -> None:
         self._queue.put(None)
@@ -63,7 +68,11 @@ class LaunchBatcher:
 
     def _run(self) -> None:
         while batch := self._take():
-            self._write(batch)
+            # A launch whose caller gave up (its awaiting request cancelled) before it
+            # was taken is not written; once running, it can no longer be cancelled.
+            wanted = [launch for launch in batch if launch.answer.set_running_or_notify_cancel()]
+            if wanted:
+                self._write(wanted)
 
     def _take(self) -> list[_Launch]:
         first = self._queue.get()

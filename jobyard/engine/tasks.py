@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 
@@ -58,10 +59,13 @@ class TaskService:
         """Start a task of the template with this id (HTTP triggers, SAE ExecJob)."""
         return self._launches.launch(partial(_locked_by_id, template_id), request)
 
-    def run_as_seen(self, template: Template, request: TaskRequest) -> Launched:
+    def submit_as_seen(self, template: Template, request: TaskRequest) -> Future[Launched]:
         """Start a task of ``template`` as the caller saw it (HTTP triggers, which
-        keep templates between requests); TemplateChanged if it has changed since."""
-        return self._launches.launch(partial(locked_as_seen, template), request)
+        keep templates between requests); TemplateChanged if it has changed since.
+
+        Returns at once: the future is answered once the task is written.
+        """
+        return self._launches.submit(partial(locked_as_seen, template), request)
 
     def stop_task(self, task_id: int) -> Task:
         now = self._clock.now()

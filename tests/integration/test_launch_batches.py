@@ -134,3 +134,29 @@ def test_launches_written_together_keep_their_order_overrides_and_instances(
 def _events(store: Store) -> list[Event]:
     with store.read() as conn:
         return event_store.search_events(conn, EventQuery(limit=100))
+
+
+def test_a_launch_given_up_before_it_is_taken_is_not_written(store: Store) -> None:
+    [template_id] = make_cron_templates(store, 1)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(conn: Connection) -> Template:
+        entered.set()
+        release.wait(timeout=30)
+        return _by_id(template_id, conn)
+
+    batcher = LaunchBatcher(store, FixedClock(), Wakes())
+    request = TaskRequest(trigger=TriggerKind.HTTP)
+    try:
+        first = batcher.submit(slow, request)
+        assert entered.wait(timeout=30)  # the first batch is being written
+        given_up = batcher.submit(partial(_by_id, template_id), request)
+        assert given_up.cancel()  # as a cancelled request's awaiting does
+        release.set()
+        third = batcher.submit(partial(_by_id, template_id), request).result(timeout=30)
+        assert first.result(timeout=30).created and third.created
+    finally:
+        release.set()
+        batcher.close()
+    ids = sorted(task.id for task in tasks_of(store, template_id))
+    assert ids == sorted([first.result().task.id, third.task.id])
