@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ Locate = Callable[[Connection], Template]  # reads the template under its row lo
 class _Launch:
     locate: Locate
     request: TaskRequest
+    same_as: Hashable | None = None
     answer: Future[Launched] = field(default_factory=Future)
 
 
@@ -55,10 +56,17 @@ class LaunchBatcher:
         """Write a task (any thread); its answer, or the error its launch raised."""
         return self.submit(locate, request).result()
 
-    def submit(self, locate: Locate, request: TaskRequest) -> Future[Launched]:
+    def submit(
+        self, locate: Locate, request: TaskRequest, same_as: Hashable | None = None
+    ) -> Future[Launched]:
         """Ask for a task to be written, without waiting: the future is answered once
-        the transaction has committed (an event loop awaits it, no thread blocked)."""
-        launch = _Launch(locate, request)
+        the transaction has committed (an event loop awaits it, no thread blocked).
+
+        Launches given the same ``same_as`` locate the same template the same way: a
+        transaction locates it once for them all (triggers of one template arriving
+        together lock its row once, not once each).
+        """
+        launch = _Launch(locate, request, same_as)
         self._queue.put(launch)
         return launch.answer
 
@@ -110,5 +118,14 @@ class LaunchBatcher:
     def _write_together(self, batch: list[_Launch]) -> list[Launched]:
         with self._store.write() as conn:
             now = self._clock.now()
-            located = [(one.locate(conn), one.request) for one in batch]
+            templates: dict[Hashable, Template] = {}
+            located = [(_locate(one, conn, templates), one.request) for one in batch]
             return launch_many(conn, located, now)
+
+
+def _locate(launch: _Launch, conn: Connection, templates: dict[Hashable, Template]) -> Template:
+    if launch.same_as is None:
+        return launch.locate(conn)
+    if launch.same_as not in templates:
+        templates[launch.same_as] = launch.locate(conn)
+    return templates[launch.same_as]

@@ -65,7 +65,8 @@ class TaskService:
 
         Returns at once: the future is answered once the task is written.
         """
-        return self._launches.submit(partial(locked_as_seen, template), request)
+        seen = (template.id, template.version, template.hook_token, template.suspended)
+        return self._launches.submit(partial(locked_as_seen, template), request, seen)
 
     def stop_task(self, task_id: int) -> Task:
         now = self._clock.now()

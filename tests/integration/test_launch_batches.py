@@ -160,3 +160,34 @@ def test_a_launch_given_up_before_it_is_taken_is_not_written(store: Store) -> No
         batcher.close()
     ids = sorted(task.id for task in tasks_of(store, template_id))
     assert ids == sorted([first.result().task.id, third.task.id])
+
+
+def test_launches_of_one_template_as_seen_lock_it_once_per_batch(store: Store) -> None:
+    [template_id] = make_cron_templates(store, 1)
+    entered, release = threading.Event(), threading.Event()
+    locates = Wakes()
+
+    def slow(conn: Connection) -> Template:
+        entered.set()
+        release.wait(timeout=30)
+        return _by_id(template_id, conn)
+
+    def counted(conn: Connection) -> Template:
+        locates()
+        return _by_id(template_id, conn)
+
+    batcher = LaunchBatcher(store, FixedClock(), Wakes())
+    request = TaskRequest(trigger=TriggerKind.HTTP)
+    try:
+        first = batcher.submit(slow, request)
+        assert entered.wait(timeout=30)  # the next ones queue up meanwhile: one batch
+        together = [batcher.submit(counted, request, same_as="seen") for _ in range(5)]
+        alone = batcher.submit(counted, request)
+        release.set()
+        launched = [future.result(timeout=30) for future in [first, *together, alone]]
+    finally:
+        release.set()
+        batcher.close()
+    assert all(one.created for one in launched)
+    assert len({one.task.id for one in launched}) == 7
+    assert locates.count == 2  # once for the five, once for the one without same_as
