@@ -9,11 +9,11 @@ them made ahead, empty; a start renames it into place (a rename allocates
 nothing) and writes into the files it uses.
 
 A spare is ``tasks/.spare/<n>/`` holding the run directory ``run/``: ``work/``
-and the empty files ``script``, ``payload.json``, ``resources.json`` and
-``output.log``. A start whose task has no directory yet takes the whole spare as
-its task's directory, then renames ``run/`` to its own; otherwise it takes only
-``run/``, and the empty ``<n>/`` gets a new one. A start removes the files it
-does not use. Spares are made on a thread of their own once no start has been
+and the empty files ``script``, ``payload.json``, ``resources.json``,
+``output.log`` and ``pid``. A start whose task has no directory yet takes the
+whole spare as its task's directory, then renames ``run/`` to its own; otherwise
+it takes only ``run/``, and the empty ``<n>/`` gets a new one. A start removes
+the files it does not use. Spares are made on a thread of their own once no start has been
 made for a moment, like starters; a start that finds none makes its directories
 itself.
 """
@@ -37,7 +37,10 @@ READY = 4  # spares kept
 SPARE_DIR = ".spare"  # under the tasks directory: never a task id
 RUN = "run"
 WORK = "work"
-FILES = ("script", "payload.json", "resources.json", "output.log")
+# "pid" is there empty for the wrapper to write (creating a file on the start's path
+# costs what a spare saves): a wrapper has run once its pid file holds a pid, not
+# once the file exists (LocalRunner._prepare, recover).
+FILES = ("script", "payload.json", "resources.json", "output.log", "pid")
 
 
 class SpareRunDirs:

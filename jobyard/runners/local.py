@@ -233,7 +233,7 @@ class LocalRunner:
             raise RuntimeError("the local runner is closed")
 
     def _prepare(self, run_dir: Path, launch: InstanceLaunch) -> None:
-        if run_dir.is_dir() and not (run_dir / "pid").exists():
+        if run_dir.is_dir() and _read_int(run_dir / "pid") is None:
             # Prepared by a server that died before the wrapper ran: never started.
             self._limits.discard(run_dir)
             remove_tree(run_dir)
@@ -361,7 +361,7 @@ def _report(
 
 def _written(launch: InstanceLaunch) -> set[str]:
     """The run directory's files this start writes (the rest of a spare's go)."""
-    used = {"resources.json", "output.log"}
+    used = {"resources.json", "output.log", "pid"}
     if launch.script is not None:
         used.add("script")
     if launch.payload is not None:

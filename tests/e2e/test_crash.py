@@ -46,11 +46,19 @@ def running_instance(server: JobyardServer, task_id: int) -> dict[str, Any]:
     def running() -> dict[str, Any] | None:
         for instance in server.instances(task_id):
             pid_file = instance_dir(server, task_id, instance["id"]) / "pid"
-            if instance["status"] == "running" and pid_file.exists():
+            # A spare run directory holds an empty pid file: written means non-empty.
+            if instance["status"] == "running" and _written(pid_file):
                 return dict(instance)
         return None
 
     return wait_for(running)
+
+
+def _written(path: Path) -> bool:
+    try:
+        return path.read_text().strip() != ""
+    except FileNotFoundError:
+        return False
 
 
 def wrapper_pid(server: JobyardServer, task_id: int, instance_id: int) -> int:

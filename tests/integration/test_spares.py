@@ -152,3 +152,21 @@ def test_without_spares_a_start_makes_its_own_directories(data_dir: Path) -> Non
         assert not (data_dir / "tasks" / SPARE_DIR).exists()
     finally:
         local.close()
+
+
+def test_a_run_directory_whose_wrapper_never_wrote_its_pid_is_started_afresh(
+    runner: tuple[LocalRunner, queue.Queue[InstanceExit]], data_dir: Path
+) -> None:
+    """A server that died after placing a spare, before the wrapper ran, left the
+    spare's empty pid file: the instance never started, so it starts now."""
+    local, exits = runner
+    made = run_dir(data_dir, 11, 110)
+    (made / "work").mkdir(parents=True)
+    for name in FILES:
+        (made / name).touch()
+    (made / "work" / "left-over").write_text("from the start that never ran")
+    local.start(launch(11, 110))
+    assert exits.get(timeout=WAIT).exit_code == 0
+    assert (made / "output.log").read_text() == "hi\n"
+    assert int((made / "pid").read_text()) > 0
+    assert not (made / "work" / "left-over").exists()  # a fresh run directory
