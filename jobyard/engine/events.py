@@ -56,7 +56,7 @@ def new_task_event(
     """A task's event when only its template and id are at hand (a task just inserted)."""
     return NewEvent(
         source_type=SourceType.TASK,
-        source_name=f"{template.name}/task-{task_id}",
+        source_name=f"{task_source_prefix(template.name)}{task_id}",
         reason=reason,
         message=message,
         severity=severity,
@@ -65,6 +65,28 @@ def new_task_event(
         template_id=template.id,
         task_id=task_id,
     )
+
+
+def new_event_of_new_task(
+    template: Template, reason: str, message: str, severity: Severity = Severity.NORMAL
+) -> NewEvent:
+    """A task's event before the task has an id (``store.launched``): no task id, and
+    a source name that the id completes."""
+    return NewEvent(
+        source_type=SourceType.TASK,
+        source_name=task_source_prefix(template.name),
+        reason=reason,
+        message=message,
+        severity=severity,
+        namespace=template.namespace,
+        template_name=template.name,
+        template_id=template.id,
+    )
+
+
+def task_source_prefix(template_name: str) -> str:
+    """A task event's source name is this followed by the task's id."""
+    return f"{template_name}/task-"
 
 
 def task_event(
@@ -106,7 +128,7 @@ def new_event_of_task(
     task: Task, reason: str, message: str, severity: Severity = Severity.NORMAL
 ) -> NewEvent:
     """A task's event, to be stored with others by ``add_events``."""
-    source = f"{task.template_name}/task-{task.id}"
+    source = f"{task_source_prefix(task.template_name)}{task.id}"
     return _of_task(task, SourceType.TASK, source, reason, message, severity)
 
 
@@ -136,15 +158,16 @@ def _of_task(
 def add_events(conn: Connection, events: Sequence[NewEvent], now: datetime) -> None:
     """Log and store many events with one statement."""
     for event in events:
-        _log(event)
+        log_event(event)
     event_store.add_events(conn, events, now)
 
 
 def _add(conn: Connection, event: NewEvent, now: datetime) -> None:
-    _log(event)
+    log_event(event)
     event_store.add_event(conn, event, now)
 
 
-def _log(event: NewEvent) -> None:
+def log_event(event: NewEvent) -> None:
+    """Log an event as it is stored (the helpers here do it themselves)."""
     level = logging.INFO if event.severity is Severity.NORMAL else logging.WARNING
     logger.log(level, "%s %s: %s", event.reason, event.source_name, event.message)

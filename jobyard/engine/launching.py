@@ -12,6 +12,8 @@ from sqlalchemy.engine import Connection
 from jobyard.domain import Reason, Severity, Task, Template, TriggerKind
 from jobyard.engine.events import (
     add_events,
+    log_event,
+    new_event_of_new_task,
     new_event_of_task,
     new_task_event,
     task_event,
@@ -22,6 +24,7 @@ from jobyard.planning import first_attempt, instance_count
 from jobyard.spec import RunOverrides
 from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
+from jobyard.store.launched import insert_with_instances
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ def launch_task(
         return Launched(existing, created=False)
     _apply_policy(conn, template, now)
     new = _new_task(template, request)
+    if request.scheduled_time is None and request.event_id is None:
+        return Launched(_insert_keyless(conn, template, new, now), created=True)
     task = task_store.insert_task(conn, new, now, template.namespace, template.name)
     if task is None:  # lost a race on the same key with another writer
         found = _existing(conn, template, request)
@@ -66,6 +71,21 @@ def launch_task(
     message = _created_message(task.trigger, task.instance_count, task.scheduled_time)
     task_event(conn, task, Reason.TASK_CREATED, message, now)
     return Launched(task, created=True)
+
+
+def _insert_keyless(
+    conn: Connection, template: Template, new: task_store.NewTask, now: datetime
+) -> Task:
+    """A task no other writer can hold a key of, with its first attempts and its event:
+    one statement on PostgreSQL (``store.launched``)."""
+    count = new.instance_count
+    attempts = [first_attempt(template.spec, index, count) for index in range(count)]
+    message = _created_message(new.trigger, count, None)
+    event = new_event_of_new_task(template, Reason.TASK_CREATED, message)
+    names = (template.namespace, template.name)
+    task = insert_with_instances(conn, new, names, now, attempts, event)
+    log_event(new_event_of_task(task, Reason.TASK_CREATED, message))
+    return task
 
 
 def _new_task(template: Template, request: TaskRequest) -> task_store.NewTask:

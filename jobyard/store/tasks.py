@@ -71,7 +71,8 @@ class NewTask:
     payload: dict[str, Any] | None = None
 
 
-def _task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+def task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+    """The values of a new task's row."""
     return {
         "template_id": new.template_id,
         "template_version": new.template_version,
@@ -91,7 +92,7 @@ def insert_task(
 ) -> Task | None:
     """Insert a pending task of the template named so; None when its (template,
     scheduled time or event id) exists. Returns the row as inserted: no read back."""
-    insert = tasks.insert().values(**_task_row(new, now)).returning(*tasks.c)
+    insert = tasks.insert().values(**task_row(new, now)).returning(*tasks.c)
     names = {"namespace": namespace, "template_name": template_name}
     if new.scheduled_time is None and new.event_id is None:
         # No key that another writer could hold: no savepoint needed.
@@ -112,7 +113,7 @@ def insert_tasks(
     (namespace, name) are ``names``."""
     if any(new.scheduled_time is not None or new.event_id is not None for new in news):
         raise ValueError("insert_tasks takes tasks without a scheduled time or event id")
-    rows = [_task_row(new, now) for new in news]
+    rows = [task_row(new, now) for new in news]
     inserted = insert_rows(conn, tasks, rows, returning=list(tasks.c))
     ordered = sorted(inserted, key=lambda row: int(row.id))
     if [row.template_id for row in ordered] != [new.template_id for new in news]:
@@ -136,7 +137,7 @@ def insert_scheduled_tasks(
         return {}
     if len({new.template_id for new in news}) != len(news):
         raise ValueError("insert_scheduled_tasks takes at most one task per template")
-    rows = [_task_row(new, now) for new in news]
+    rows = [task_row(new, now) for new in news]
     inserted = insert_rows(
         conn,
         tasks,

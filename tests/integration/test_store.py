@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -24,7 +25,7 @@ from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
 from jobyard.store.events import EventQuery
 from jobyard.store.in_play import tasks_in_play
-from jobyard.store.tables import metadata
+from jobyard.store.tables import events, metadata
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -161,6 +162,43 @@ def test_a_controller_turn_reads_running_ending_and_the_oldest_pending_tasks(
     with store.read() as conn:
         considered = [task.id for task in task_store.tasks_to_reconcile(conn, 2)]
     assert considered == [ids[0], ids[1], ids[4], ids[5]]
+
+
+def test_a_task_without_a_key_is_inserted_with_its_instances_and_its_event(
+    store: Store,
+) -> None:
+    """On PostgreSQL one statement (store/launched.py), on SQLite three: the same rows."""
+    spec = parse_spec(
+        {"name": "sharded", "deployment": {"type": "script", "script": "true"},
+         "replicas": 3, "instance_type": "best-effort",
+         "sharding": {"enabled": True, "shards": ["a", "b", "c", "d"]}}
+    )  # fmt: skip
+    with store.write() as conn:
+        template_id = template_store.insert_template(conn, "default", spec, NOW, None)
+        template = template_store.locked_template_by_id(conn, template_id)
+        request = TaskRequest(trigger=TriggerKind.HTTP, payload={"body": "x"})
+        task = launch_task(conn, template, request, NOW).task
+    with store.read() as conn:
+        assert task_store.get_task(conn, task.id) == task
+        instances = instance_store.instances_of(conn, [task.id])
+        [event] = event_store.search_events(conn, EventQuery(task_id=task.id))
+        event_template = conn.execute(
+            sa.select(events.c.template_id).where(events.c.id == event.id)
+        ).scalar()
+    assert [(i.index, i.attempt, i.status.value, i.run_as.value) for i in instances] == [
+        (0, 0, "pending", "best-effort"), (1, 0, "pending", "best-effort"),
+        (2, 0, "pending", "best-effort"),
+    ]  # fmt: skip
+    assert sorted(shard for i in instances for shard in i.shards) == ["a", "b", "c", "d"]
+    assert all(i.created_at == NOW and i.not_before is None for i in instances)
+    assert (event.reason, event.source_name, event.task_id) == (
+        "TaskCreated",
+        f"sharded/task-{task.id}",
+        task.id,
+    )
+    assert (event_template, event.namespace, event.instance_id) == (template_id, "default", None)
+    assert (event.severity.value, event.created_at) == ("normal", NOW)
+    assert task.payload == {"body": "x"} and task.instance_count == 3
 
 
 def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: Store) -> None:
