@@ -3,12 +3,14 @@
 On PostgreSQL one statement writes all three: the instances and the event take the
 new task's id from the task's ``INSERT ... RETURNING`` as a CTE. That is one round
 trip instead of three on the path of every HTTP trigger's start. SQLite, in the
-server's own process, runs the three statements.
+server's own process, runs the three statements, as PostgreSQL does for a task of
+more than ``ONE_STATEMENT_MAX`` instances.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,11 +22,20 @@ from jobyard.domain import InstanceStatus, NewEvent, Task
 from jobyard.planning import CreateAttempt
 from jobyard.store import events as event_store
 from jobyard.store import instances as instance_store
-from jobyard.store.tables import UTCDateTime, events, instances, tasks
+from jobyard.store.tables import events, instances, tasks
 from jobyard.store.tasks import NewTask, insert_task, task_of, task_row
 
-_INSTANCE_COLUMNS = (
-    "task_id", "index", "attempt", "status", "shards", "not_before", "run_as", "created_at"
+# Instances one statement takes at most (a row of parameters each); a task of more
+# replicas is written as on SQLite, its instances by one bulk insert (store/bulk.py).
+ONE_STATEMENT_MAX = 16
+_TASK_COLUMNS = (
+    "template_id", "template_version", "trigger", "status", "overrides", "instance_count",
+    "scheduled_time", "event_id", "payload", "created_at",
+)  # fmt: skip
+_INSTANCE_COLUMNS = ("index", "attempt", "status", "shards", "not_before", "run_as", "created_at")
+_EVENT_COLUMNS = (
+    "namespace", "template_id", "template_name", "source_type", "source_name", "reason",
+    "severity", "message", "created_at",
 )  # fmt: skip
 
 
@@ -45,7 +56,7 @@ def insert_with_instances(
     """
     if new.scheduled_time is not None or new.event_id is not None:
         raise ValueError("insert_with_instances takes tasks without a scheduled time or event id")
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and len(attempts) <= ONE_STATEMENT_MAX:
         return _in_one_statement(conn, new, names, now, attempts, event)
     namespace, template_name = names
     task = insert_task(conn, new, now, namespace, template_name)
@@ -67,56 +78,74 @@ def _in_one_statement(
     attempts: Sequence[CreateAttempt],
     event: NewEvent,
 ) -> Task:
-    new_task = tasks.insert().values(task_row(new, now)).returning(*tasks.c).cte("new_task")
-    statement = sa.select(new_task).add_cte(
-        _instances_of(new_task, attempts, now), _event_of(new_task, event, now)
-    )
-    row = conn.execute(statement).one()
+    params = {f"task_{name}": value for name, value in task_row(new, now).items()}
+    for n, attempt in enumerate(attempts):
+        params.update(_attempt_params(n, attempt, now))
+    params.update(_event_params(event, now))
+    row = conn.execute(_statement(len(attempts)), params).one()
     namespace, template_name = names
     return task_of({**row._mapping, "namespace": namespace, "template_name": template_name})
 
 
-def _instances_of(new_task: sa.CTE, attempts: Sequence[CreateAttempt], now: datetime) -> sa.CTE:
+@functools.cache
+def _statement(attempts: int) -> sa.Select[Any]:
+    """The statement for a task of ``attempts`` instances, with bound parameters: built
+    and keyed for SQLAlchemy's statement cache once, not at every launch (~1 ms)."""
+    values = {name: _param(f"task_{name}", tasks.c[name]) for name in _TASK_COLUMNS}
+    new_task = tasks.insert().values(values).returning(*tasks.c).cte("new_task")
+    return sa.select(new_task).add_cte(_instances_of(new_task, attempts), _event_of(new_task))
+
+
+def _instances_of(new_task: sa.CTE, attempts: int) -> sa.CTE:
     rows = [
         sa.select(
             new_task.c.id,
-            sa.literal(attempt.index, sa.Integer()),
-            sa.literal(attempt.attempt, sa.Integer()),
-            sa.literal(InstanceStatus.PENDING.value, sa.String()),
-            sa.literal(attempt.shards, sa.JSON()),
-            sa.literal(attempt.not_before, UTCDateTime()),
-            sa.literal(attempt.run_as.value, sa.String()),
-            sa.literal(now, UTCDateTime()),
+            *(_param(f"attempt_{n}_{name}", instances.c[name]) for name in _INSTANCE_COLUMNS),
         )
-        for attempt in attempts
-    ]
-    names = [
-        "task_id",
-        "index",
-        "attempt",
-        "status",
-        "shards",
-        "not_before",
-        "run_as",
-        "created_at",
+        for n in range(attempts)
     ]
     selected = rows[0] if len(rows) == 1 else sa.union_all(*rows)
-    return instances.insert().from_select(names, selected).cte("new_instances")
+    columns = ["task_id", *_INSTANCE_COLUMNS]
+    return instances.insert().from_select(columns, selected).cte("new_instances")
 
 
-def _event_of(new_task: sa.CTE, event: NewEvent, now: datetime) -> sa.CTE:
+def _event_of(new_task: sa.CTE) -> sa.CTE:
     values: dict[str, Any] = {
-        "namespace": sa.literal(event.namespace, sa.String()),
-        "template_id": sa.literal(event.template_id, sa.String()),
-        "template_name": sa.literal(event.template_name, sa.String()),
-        "task_id": new_task.c.id,
-        "source_type": sa.literal(event.source_type.value, sa.String()),
-        "source_name": sa.literal(event.source_name, sa.String())
-        + sa.cast(new_task.c.id, sa.String()),
-        "reason": sa.literal(event.reason, sa.String()),
-        "severity": sa.literal(event.severity.value, sa.String()),
-        "message": sa.literal(event.message, sa.String()),
-        "created_at": sa.literal(now, UTCDateTime()),
+        name: _param(f"event_{name}", events.c[name]) for name in _EVENT_COLUMNS
     }
+    values["task_id"] = new_task.c.id
+    values["source_name"] = values["source_name"] + sa.cast(new_task.c.id, sa.String())
     selected = sa.select(*values.values())
     return events.insert().from_select(list(values), selected).cte("new_event")
+
+
+def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+def _attempt_params(n: int, attempt: CreateAttempt, now: datetime) -> dict[str, Any]:
+    values = {
+        "index": attempt.index,
+        "attempt": attempt.attempt,
+        "status": InstanceStatus.PENDING.value,
+        "shards": attempt.shards,
+        "not_before": attempt.not_before,
+        "run_as": attempt.run_as.value,
+        "created_at": now,
+    }
+    return {f"attempt_{n}_{name}": value for name, value in values.items()}
+
+
+def _event_params(event: NewEvent, now: datetime) -> dict[str, Any]:
+    values = {
+        "namespace": event.namespace,
+        "template_id": event.template_id,
+        "template_name": event.template_name,
+        "source_type": event.source_type.value,
+        "source_name": event.source_name,
+        "reason": event.reason,
+        "severity": event.severity.value,
+        "message": event.message,
+        "created_at": now,
+    }
+    return {f"event_{name}": value for name, value in values.items()}

@@ -25,6 +25,7 @@ from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
 from jobyard.store.events import EventQuery
 from jobyard.store.in_play import tasks_in_play
+from jobyard.store.launched import ONE_STATEMENT_MAX
 from jobyard.store.tables import events, metadata
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -164,14 +165,17 @@ def test_a_controller_turn_reads_running_ending_and_the_oldest_pending_tasks(
     assert considered == [ids[0], ids[1], ids[4], ids[5]]
 
 
+@pytest.mark.parametrize("replicas", [3, ONE_STATEMENT_MAX + 1])
 def test_a_task_without_a_key_is_inserted_with_its_instances_and_its_event(
-    store: Store,
+    store: Store, replicas: int
 ) -> None:
-    """On PostgreSQL one statement (store/launched.py), on SQLite three: the same rows."""
+    """On PostgreSQL one statement (store/launched.py) up to ONE_STATEMENT_MAX
+    instances, three beyond, and on SQLite: the same rows."""
+    shards = [f"s{n}" for n in range(replicas + 1)]
     spec = parse_spec(
         {"name": "sharded", "deployment": {"type": "script", "script": "true"},
-         "replicas": 3, "instance_type": "best-effort",
-         "sharding": {"enabled": True, "shards": ["a", "b", "c", "d"]}}
+         "replicas": replicas, "instance_type": "best-effort",
+         "sharding": {"enabled": True, "shards": shards}}
     )  # fmt: skip
     with store.write() as conn:
         template_id = template_store.insert_template(conn, "default", spec, NOW, None)
@@ -186,10 +190,9 @@ def test_a_task_without_a_key_is_inserted_with_its_instances_and_its_event(
             sa.select(events.c.template_id).where(events.c.id == event.id)
         ).scalar()
     assert [(i.index, i.attempt, i.status.value, i.run_as.value) for i in instances] == [
-        (0, 0, "pending", "best-effort"), (1, 0, "pending", "best-effort"),
-        (2, 0, "pending", "best-effort"),
-    ]  # fmt: skip
-    assert sorted(shard for i in instances for shard in i.shards) == ["a", "b", "c", "d"]
+        (index, 0, "pending", "best-effort") for index in range(replicas)
+    ]
+    assert sorted(shard for i in instances for shard in i.shards) == sorted(shards)
     assert all(i.created_at == NOW and i.not_before is None for i in instances)
     assert (event.reason, event.source_name, event.task_id) == (
         "TaskCreated",
@@ -198,7 +201,7 @@ def test_a_task_without_a_key_is_inserted_with_its_instances_and_its_event(
     )
     assert (event_template, event.namespace, event.instance_id) == (template_id, "default", None)
     assert (event.severity.value, event.created_at) == ("normal", NOW)
-    assert task.payload == {"body": "x"} and task.instance_count == 3
+    assert task.payload == {"body": "x"} and task.instance_count == replicas
 
 
 def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: Store) -> None:
