@@ -169,7 +169,7 @@ def server(
     _raise_open_files_limit()
     # The server's threads mostly wait on the database, the network and processes; a
     # thread back from a wait takes the GIL from a busy one within a millisecond
-    # instead of five (bench/README.md: the trigger's start on PostgreSQL).
+    # instead of five (bench/README.md, session 6: the cron p99).
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     uvicorn.run(
         create_app(settings),
