@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -246,3 +246,8 @@ class NewEvent:
     template_id: str | None = None
     task_id: int | None = None
     instance_id: int | None = None
+
+    def of_task(self, task_id: int) -> NewEvent:
+        """This event of a task just inserted (``engine.events.new_event_of_new_task``):
+        the task's id, also at the end of the source name."""
+        return replace(self, task_id=task_id, source_name=f"{self.source_name}{task_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -54,34 +55,16 @@ def new_task_event(
     severity: Severity = Severity.NORMAL,
 ) -> NewEvent:
     """A task's event when only its template and id are at hand (a task just inserted)."""
-    return NewEvent(
-        source_type=SourceType.TASK,
-        source_name=f"{task_source_prefix(template.name)}{task_id}",
-        reason=reason,
-        message=message,
-        severity=severity,
-        namespace=template.namespace,
-        template_name=template.name,
-        template_id=template.id,
-        task_id=task_id,
-    )
+    return new_event_of_new_task(template, reason, message, severity).of_task(task_id)
 
 
 def new_event_of_new_task(
     template: Template, reason: str, message: str, severity: Severity = Severity.NORMAL
 ) -> NewEvent:
-    """A task's event before the task has an id (``store.launched``): no task id, and
-    a source name that the id completes."""
-    return NewEvent(
-        source_type=SourceType.TASK,
-        source_name=task_source_prefix(template.name),
-        reason=reason,
-        message=message,
-        severity=severity,
-        namespace=template.namespace,
-        template_name=template.name,
-        template_id=template.id,
-    )
+    """A task's event before the task has an id (``store.launched``): ``of_task`` gives
+    it the id, in its task id and at the end of its source name."""
+    event = new_template_event(template, reason, message, severity, SourceType.TASK)
+    return dataclasses.replace(event, source_name=task_source_prefix(template.name))
 
 
 def task_source_prefix(template_name: str) -> str:

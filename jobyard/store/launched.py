@@ -9,7 +9,6 @@ more than ``ONE_STATEMENT_MAX`` instances.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import datetime
@@ -51,8 +50,7 @@ def insert_with_instances(
     one pending instance per attempt, and ``event``; the task as inserted.
 
     ``names``: the template's (namespace, name). ``event`` is the task's with no task
-    id yet: it gets the new task's, and its source name is ``event.source_name``
-    followed by that id.
+    id yet: it is stored as ``event.of_task(<the new id>)``.
     """
     if new.scheduled_time is not None or new.event_id is not None:
         raise ValueError("insert_with_instances takes tasks without a scheduled time or event id")
@@ -63,10 +61,7 @@ def insert_with_instances(
     assert task is not None  # no key: nothing to conflict with
     news = [instance_store.NewInstance.of(task.id, attempt) for attempt in attempts]
     instance_store.add_instances(conn, news, now)
-    source_name = f"{event.source_name}{task.id}"
-    event_store.add_event(
-        conn, dataclasses.replace(event, task_id=task.id, source_name=source_name), now
-    )
+    event_store.add_event(conn, event.of_task(task.id), now)
     return task
 
 
@@ -137,15 +132,5 @@ def _attempt_params(n: int, attempt: CreateAttempt, now: datetime) -> dict[str, 
 
 
 def _event_params(event: NewEvent, now: datetime) -> dict[str, Any]:
-    values = {
-        "namespace": event.namespace,
-        "template_id": event.template_id,
-        "template_name": event.template_name,
-        "source_type": event.source_type.value,
-        "source_name": event.source_name,
-        "reason": event.reason,
-        "severity": event.severity.value,
-        "message": event.message,
-        "created_at": now,
-    }
-    return {f"event_{name}": value for name, value in values.items()}
+    row = event_store.event_row(event, now)
+    return {f"event_{name}": row[name] for name in _EVENT_COLUMNS}
