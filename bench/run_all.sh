@@ -18,7 +18,8 @@ run() {
     local name=$1; shift
     echo "[$(date +%T)] $name: $*" >> "$OUT/progress.log"
     "$PY" "$@" --keep > "$OUT/$name.json" 2>> "$OUT/progress.log"
-    echo "[$(date +%T)] $name done, exit $?" >> "$OUT/progress.log"
+    local status=$?  # before $(date) resets it
+    echo "[$(date +%T)] $name done, exit $status" >> "$OUT/progress.log"
 }
 run cron-sqlite bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler
 run cron-pg bench/cron_lateness.py --templates 1000 --seconds 60 --peer apscheduler --database-url "$PG"
