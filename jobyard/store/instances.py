@@ -107,19 +107,21 @@ def add_instances(conn: Connection, news: Sequence[NewInstance], now: datetime) 
 
 
 def _instance_rows(news: Sequence[NewInstance], now: datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_as": new.run_as.value,
-            "task_id": new.task_id,
-            "index": new.index,
-            "attempt": new.attempt,
-            "status": InstanceStatus.PENDING.value,
-            "shards": new.shards,
-            "not_before": new.not_before,
-            "created_at": now,
-        }
-        for new in news
-    ]
+    return [instance_row(new, now) for new in news]
+
+
+def instance_row(new: NewInstance, now: datetime) -> dict[str, Any]:
+    """The values of a new, pending instance's row."""
+    return {
+        "run_as": new.run_as.value,
+        "task_id": new.task_id,
+        "index": new.index,
+        "attempt": new.attempt,
+        "status": InstanceStatus.PENDING.value,
+        "shards": new.shards,
+        "not_before": new.not_before,
+        "created_at": now,
+    }
 
 
 def instances_of(conn: Connection, task_ids: Sequence[int]) -> list[Instance]:

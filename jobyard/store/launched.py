@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from jobyard.domain import InstanceStatus, NewEvent, Task
+from jobyard.domain import NewEvent, Task
 from jobyard.planning import CreateAttempt
 from jobyard.store import events as event_store
 from jobyard.store import instances as instance_store
@@ -119,16 +119,8 @@ def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
 
 
 def _attempt_params(n: int, attempt: CreateAttempt, now: datetime) -> dict[str, Any]:
-    values = {
-        "index": attempt.index,
-        "attempt": attempt.attempt,
-        "status": InstanceStatus.PENDING.value,
-        "shards": attempt.shards,
-        "not_before": attempt.not_before,
-        "run_as": attempt.run_as.value,
-        "created_at": now,
-    }
-    return {f"attempt_{n}_{name}": value for name, value in values.items()}
+    row = instance_store.instance_row(instance_store.NewInstance.of(0, attempt), now)
+    return {f"attempt_{n}_{name}": row[name] for name in _INSTANCE_COLUMNS}  # the id: the CTE's
 
 
 def _event_params(event: NewEvent, now: datetime) -> dict[str, Any]:
