@@ -20,7 +20,7 @@ from jobyard.engine.events import (
     template_event,
 )
 from jobyard.errors import ConcurrencyForbidden
-from jobyard.planning import first_attempt, instance_count
+from jobyard.planning import CreateAttempt, first_attempt, instance_count
 from jobyard.spec import RunOverrides
 from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
@@ -78,9 +78,8 @@ def _insert_keyless(
 ) -> Task:
     """A task no other writer can hold a key of, with its first attempts and its event:
     one statement on PostgreSQL (``store.launched``)."""
-    count = new.instance_count
-    attempts = [first_attempt(template.spec, index, count) for index in range(count)]
-    message = _created_message(new.trigger, count, None)
+    attempts = _first_attempt_plans(template, new.instance_count)
+    message = _created_message(new.trigger, new.instance_count, None)
     event = new_event_of_new_task(template, Reason.TASK_CREATED, message)
     names = (template.namespace, template.name)
     task = insert_with_instances(conn, new, names, now, attempts, event)
@@ -110,11 +109,12 @@ def _insert_first_attempts(conn: Connection, template: Template, task: Task, now
 
 
 def _first_attempts(template: Template, task: Task) -> list[instance_store.NewInstance]:
-    count = task.instance_count
-    return [
-        instance_store.NewInstance.of(task.id, first_attempt(template.spec, index, count))
-        for index in range(count)
-    ]
+    plans = _first_attempt_plans(template, task.instance_count)
+    return [instance_store.NewInstance.of(task.id, attempt) for attempt in plans]
+
+
+def _first_attempt_plans(template: Template, count: int) -> list[CreateAttempt]:
+    return [first_attempt(template.spec, index, count) for index in range(count)]
 
 
 def launch_many(

@@ -13,9 +13,9 @@ and the empty files ``script``, ``payload.json``, ``resources.json``,
 ``output.log`` and ``pid``. A start whose task has no directory yet takes the
 whole spare as its task's directory, then renames ``run/`` to its own; otherwise
 it takes only ``run/``, and the empty ``<n>/`` gets a new one. A start removes
-the files it does not use. Spares are made on a thread of their own once no start has been
-made for a moment, like starters; a start that finds none makes its directories
-itself.
+the files it does not use. Spares are made on a thread of their own once no start
+has been made for a moment, like starters; a start that finds none makes its
+directories itself.
 """
 
 from __future__ import annotations
