@@ -209,6 +209,7 @@ class Controller:
                 for action in plan.actions:
                     self._spawner.write_action(conn, task, spec, by_id, action, now, turn)
             self._spawner.create_attempts(conn, turn, now)
+            self._spawner.finish_tasks(conn, turn, now)
             if turn.to_spawn:
                 self._admitter.admit(conn, specs, every, set(self._in_flight), turn, now)
         return turn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -9,7 +10,6 @@ from sqlalchemy.engine import Connection
 
 from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity, Task
 from jobyard.engine.events import add_events, new_instance_event
-from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit
 from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
@@ -52,48 +52,42 @@ _EVENT_OF = {
 
 
 def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime) -> None:
-    """Record many exits in the caller's transaction: two reads, then one update
-    per instance, and their events in one statement."""
+    """Record many exits in the caller's transaction: two reads, one update for
+    every instance, and their events in one statement."""
     found = instance_store.get_instances(conn, [exit.instance_id for exit in exits])
     tasks = task_store.get_tasks(conn, list({i.task_id for i in found.values()}))
+    ends: list[instance_store.InstanceEnd] = []
     events: list[NewEvent] = []
     for exit in exits:
         instance = found.get(exit.instance_id)
         task = None if instance is None else tasks.get(instance.task_id)
         if instance is None or task is None:
             continue  # deleted with its task while it ran
-        event = _end(conn, exit, task, instance, now)
-        if event is not None:
-            events.append(event)
+        if not instance.is_live:
+            continue  # it had ended already: a repeated report
+        end, event = _end(exit, task, instance)
+        ends.append(end)
+        events.append(event)
+        # The same instance reported twice in one batch ends once.
+        found[instance.id] = dataclasses.replace(instance, status=end.status)
+    instance_store.finish_instances(conn, ends, now)
     add_events(conn, events, now)
 
 
 def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
-    try:
-        instance = instance_store.get_instance(conn, exit.instance_id)
-        task = task_store.get_task(conn, instance.task_id)
-    except NotFound:
-        return  # deleted with its task while it ran
-    event = _end(conn, exit, task, instance, now)
-    if event is not None:
-        add_events(conn, [event], now)
+    record_exits(conn, [exit], now)
 
 
 def _end(
-    conn: Connection, exit: InstanceExit, task: Task, instance: Instance, now: datetime
-) -> NewEvent | None:
-    """Finish the instance as its exit says; its event, or None when it had
-    already ended (a repeated report)."""
+    exit: InstanceExit, task: Task, instance: Instance
+) -> tuple[instance_store.InstanceEnd, NewEvent]:
+    """How the instance ended, as its exit says, and its event."""
     status, reason, message = outcome(exit, task, instance)
     measured = exit.peak_memory_bytes is not None or exit.cpu_seconds is not None
     usage = instance_store.Usage(exit.peak_memory_bytes, exit.cpu_seconds) if measured else None
-    finished = instance_store.finish_instance(
-        conn, instance.id, status, exit.exit_code, reason, message, now, usage
-    )
-    if not finished:
-        return None
+    end = instance_store.InstanceEnd(instance.id, status, exit.exit_code, reason, message, usage)
     event_reason, severity = _EVENT_OF.get(status, (Reason.INSTANCE_FAILED, Severity.WARNING))
     if reason == Reason.OOM_KILLED:
         event_reason = Reason.OOM_KILLED
     text = f"instance {instance.index} attempt {instance.attempt} {message}"
-    return new_instance_event(task, instance, event_reason, text, severity)
+    return end, new_instance_event(task, instance, event_reason, text, severity)

@@ -12,9 +12,18 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from jobyard import planning
-from jobyard.domain import Instance, InstanceStatus, Reason, RunAs, Severity, Task, TaskStatus
+from jobyard.domain import (
+    Instance,
+    InstanceStatus,
+    NewEvent,
+    Reason,
+    RunAs,
+    Severity,
+    Task,
+    TaskStatus,
+)
 from jobyard.engine.clock import Clock
-from jobyard.engine.events import instance_event, task_event
+from jobyard.engine.events import add_events, instance_event, new_event_of_task, task_event
 from jobyard.engine.launches import CannotLaunch, Launcher, NotReady
 from jobyard.engine.starts import Started, record_unstarted
 from jobyard.errors import JobyardError
@@ -40,6 +49,7 @@ class Turn:
     to_spawn: list[tuple[Task, Instance]] = field(default_factory=list)
     to_stop: list[tuple[int, float]] = field(default_factory=list)
     attempts: list[tuple[Task, planning.CreateAttempt]] = field(default_factory=list)
+    finishes: list[tuple[Task, planning.FinishTask]] = field(default_factory=list)
     wake_at: datetime | None = None
     changed: bool = False
 
@@ -89,7 +99,7 @@ class Spawner:
                 severity = Severity.WARNING
                 task_event(conn, task, action.reason, f"stopping: {action.message}", now, severity)
         else:
-            self._finish(conn, task, action, now)
+            turn.finishes.append((task, action))  # ended together: finish_tasks
 
     def create_attempts(self, conn: Connection, turn: Turn, now: datetime) -> None:
         """Insert the turn's new attempts in one statement; those due now join
@@ -104,13 +114,15 @@ class Spawner:
         turn.to_spawn.sort(key=lambda item: item[0].id)
         turn.attempts = []
 
-    def _finish(
-        self, conn: Connection, task: Task, action: planning.FinishTask, now: datetime
-    ) -> None:
-        task_store.finish_task(conn, task.id, action.status, action.reason, action.message, now)
-        severity = Severity.NORMAL if action.status is TaskStatus.SUCCEEDED else Severity.WARNING
-        reason = _FINISH_REASON[action.status]
-        task_event(conn, task, reason, f"{action.reason}: {action.message}", now, severity)
+    def finish_tasks(self, conn: Connection, turn: Turn, now: datetime) -> None:
+        """End the turn's finished tasks with one statement, their events with another."""
+        ends = [
+            task_store.TaskEnd(task.id, action.status, action.reason, action.message)
+            for task, action in turn.finishes
+        ]
+        task_store.finish_tasks(conn, ends, now)
+        add_events(conn, [_finish_event(task, action) for task, action in turn.finishes], now)
+        turn.finishes = []
 
     # -- acting ---------------------------------------------------------------
 
@@ -157,6 +169,12 @@ class Spawner:
         if unstarted.failed or unstarted.waiting:
             with self._store.write() as conn:
                 record_unstarted(conn, unstarted.failed, unstarted.waiting, self._clock.now())
+
+
+def _finish_event(task: Task, action: planning.FinishTask) -> NewEvent:
+    severity = Severity.NORMAL if action.status is TaskStatus.SUCCEEDED else Severity.WARNING
+    text = f"{action.reason}: {action.message}"
+    return new_event_of_task(task, _FINISH_REASON[action.status], text, severity)
 
 
 def _announce(

@@ -186,6 +186,61 @@ class Usage:
     cpu_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class InstanceEnd:
+    """How a live instance ended: what ``finish_instances`` records."""
+
+    instance_id: int
+    status: InstanceStatus
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    usage: Usage | None = None
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        usage = self.usage or Usage()
+        return {
+            "instance_id": self.instance_id,
+            "end_status": self.status.value,
+            "end_exit_code": self.exit_code,
+            "end_reason": self.reason,
+            "end_message": self.message,
+            "now": now,
+            "end_peak_memory_bytes": usage.peak_memory_bytes,
+            "end_cpu_seconds": usage.cpu_seconds,
+        }
+
+
+def _param(name: str, column: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=instances.c[column].type)
+
+
+# One statement built once, values as parameters: a turn ends its instances
+# with one executemany, and no statement is built or keyed per instance.
+_FINISH = (
+    instances.update()
+    .where(
+        instances.c.id == sa.bindparam("instance_id"),
+        sa.or_(*(instances.c.status == status.value for status in LIVE_INSTANCE_STATUSES)),
+    )
+    .values(
+        status=_param("end_status", "status"),
+        exit_code=_param("end_exit_code", "exit_code"),
+        reason=_param("end_reason", "reason"),
+        message=_param("end_message", "message"),
+        finished_at=_param("now", "finished_at"),
+        # An end that measured nothing keeps what was measured before.
+        peak_memory_bytes=sa.func.coalesce(
+            _param("end_peak_memory_bytes", "peak_memory_bytes"),
+            instances.c.peak_memory_bytes,
+        ),
+        cpu_seconds=sa.func.coalesce(
+            _param("end_cpu_seconds", "cpu_seconds"), instances.c.cpu_seconds
+        ),
+    )
+)
+
+
 def finish_instance(
     conn: Connection,
     instance_id: int,
@@ -198,24 +253,14 @@ def finish_instance(
 ) -> bool:
     """End a live instance (with its usage, if measured); False when it had already
     ended (a repeated report)."""
-    values: dict[str, Any] = {
-        "status": status.value,
-        "exit_code": exit_code,
-        "reason": reason,
-        "message": message,
-        "finished_at": now,
-    }
-    if usage is not None:
-        values.update(peak_memory_bytes=usage.peak_memory_bytes, cpu_seconds=usage.cpu_seconds)
-    result = conn.execute(
-        instances.update()
-        .where(
-            instances.c.id == instance_id,
-            instances.c.status.in_([s.value for s in LIVE_INSTANCE_STATUSES]),
-        )
-        .values(**values)
-    )
-    return bool(result.rowcount)
+    end = InstanceEnd(instance_id, status, exit_code, reason, message, usage)
+    return bool(conn.execute(_FINISH, end.params(now)).rowcount)
+
+
+def finish_instances(conn: Connection, ends: Sequence[InstanceEnd], now: datetime) -> None:
+    """End many live instances with one statement; one already ended stays as it was."""
+    if ends:
+        conn.execute(_FINISH, [end.params(now) for end in ends])
 
 
 def get_instances(conn: Connection, instance_ids: Sequence[int]) -> dict[int, Instance]:

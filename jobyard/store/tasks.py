@@ -244,14 +244,46 @@ def mark_task_running(conn: Connection, task_id: int, now: datetime) -> None:
     )
 
 
-def finish_task(
-    conn: Connection, task_id: int, status: TaskStatus, reason: str, message: str, now: datetime
-) -> None:
-    conn.execute(
-        tasks.update()
-        .where(tasks.c.id == task_id, tasks.c.status.in_([s.value for s in ACTIVE_TASK_STATUSES]))
-        .values(status=status.value, reason=reason, message=message, finished_at=now)
+@dataclass(frozen=True)
+class TaskEnd:
+    """How an active task ended: what ``finish_tasks`` records."""
+
+    task_id: int
+    status: TaskStatus
+    reason: str
+    message: str
+
+
+# Built once, values as parameters: a turn ends its tasks with one executemany.
+_FINISH = (
+    tasks.update()
+    .where(
+        tasks.c.id == sa.bindparam("task_id"),
+        sa.or_(*(tasks.c.status == status.value for status in ACTIVE_TASK_STATUSES)),
     )
+    .values(
+        status=sa.bindparam("end_status", type_=tasks.c.status.type),
+        reason=sa.bindparam("end_reason", type_=tasks.c.reason.type),
+        message=sa.bindparam("end_message", type_=tasks.c.message.type),
+        finished_at=sa.bindparam("now", type_=tasks.c.finished_at.type),
+    )
+)
+
+
+def finish_tasks(conn: Connection, ends: Sequence[TaskEnd], now: datetime) -> None:
+    """End many active tasks with one statement; one already ended stays as it was."""
+    params = [
+        {
+            "task_id": end.task_id,
+            "end_status": end.status.value,
+            "end_reason": end.reason,
+            "end_message": end.message,
+            "now": now,
+        }
+        for end in ends
+    ]
+    if params:
+        conn.execute(_FINISH, params)
 
 
 def delete_task(conn: Connection, task_id: int) -> None:

@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from jobyard.domain import NewEvent, Severity, SourceType, TriggerKind
+from jobyard.domain import (
+    InstanceStatus,
+    NewEvent,
+    Severity,
+    SourceType,
+    TaskStatus,
+    TriggerKind,
+)
 from jobyard.engine.launching import TaskRequest, launch_task
 from jobyard.errors import AlreadyExists, ConcurrencyForbidden, StoreError
 from jobyard.spec import parse_spec
@@ -25,8 +32,10 @@ from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
 from jobyard.store.events import EventQuery
 from jobyard.store.in_play import tasks_in_play
+from jobyard.store.instances import InstanceEnd, Usage
 from jobyard.store.launched import ONE_STATEMENT_MAX
-from jobyard.store.tables import events, metadata
+from jobyard.store.tables import events, instances, metadata
+from jobyard.store.tasks import TaskEnd
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -226,6 +235,52 @@ def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: 
     assert [task.id for task, _ in in_play] == [*ids, cron_id]
     assert [(i.index, i.attempt) for i in in_play[0][1]] == [(0, 0), (0, 1)]
     assert in_play[3][1] == []  # the controller makes a cron task's instances
+
+
+def test_a_turn_ends_many_instances_and_tasks_with_one_statement_each(store: Store) -> None:
+    """Live rows end as given; a row that had ended already stays as it was; an end
+    that measured nothing keeps the usage measured before."""
+    template_id = make_template(store)
+    with store.write() as conn:
+        template = template_store.locked_template_by_id(conn, template_id)
+        ids = [
+            launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task.id
+            for _ in range(3)
+        ]
+        first, second, ended = (instance_store.instances_of(conn, [i])[0] for i in ids)
+        instance_store.finish_instance(
+            conn, ended.id, InstanceStatus.FAILED, 1, None, "exited with code 1", NOW
+        )
+        task_store.finish_tasks(conn, [TaskEnd(ids[2], TaskStatus.FAILED, "R", "m")], NOW)
+        conn.execute(instances.update().where(instances.c.id == second.id).values(cpu_seconds=0.5))
+    later = NOW.replace(minute=1)
+    ends = [
+        InstanceEnd(first.id, InstanceStatus.SUCCEEDED, 0, None, "ok", Usage(2048, 0.25)),
+        InstanceEnd(second.id, InstanceStatus.KILLED, None, "Stopped", "stopped"),
+        InstanceEnd(ended.id, InstanceStatus.SUCCEEDED, 0, None, "a repeated report"),
+    ]
+    task_ends = [TaskEnd(i, TaskStatus.SUCCEEDED, "Completed", "done") for i in ids]
+    with store.write() as conn:
+        instance_store.finish_instances(conn, ends, later)
+        task_store.finish_tasks(conn, task_ends, later)
+    with store.read() as conn:
+        got = instance_store.get_instances(conn, [first.id, second.id, ended.id])
+        tasks = task_store.get_tasks(conn, ids)
+    assert [
+        (i.status.value, i.exit_code, i.reason, i.message, i.finished_at)
+        for i in (got[first.id], got[second.id], got[ended.id])
+    ] == [
+        ("succeeded", 0, None, "ok", later),
+        ("killed", None, "Stopped", "stopped", later),
+        ("failed", 1, None, "exited with code 1", NOW),
+    ]
+    assert (got[first.id].peak_memory_bytes, got[first.id].cpu_seconds) == (2048, 0.25)
+    assert (got[second.id].peak_memory_bytes, got[second.id].cpu_seconds) == (None, 0.5)
+    assert [(tasks[i].status.value, tasks[i].reason, tasks[i].finished_at) for i in ids] == [
+        ("succeeded", "Completed", later),
+        ("succeeded", "Completed", later),
+        ("failed", "R", NOW),
+    ]
 
 
 def test_writers_leave_the_log_to_the_checkpointer_and_it_stays_small(store: Store) -> None:
