@@ -263,11 +263,16 @@ def finish_instances(conn: Connection, ends: Sequence[InstanceEnd], now: datetim
         conn.execute(_FINISH, [end.params(now) for end in ends])
 
 
+# The controller's statements are built once, with the ids as an expanding
+# parameter: building and keying a statement per turn cost more than running it.
+_BY_IDS = sa.select(instances).where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
 def get_instances(conn: Connection, instance_ids: Sequence[int]) -> dict[int, Instance]:
     if not instance_ids:
         return {}
-    query = sa.select(instances).where(instances.c.id.in_(list(instance_ids)))
-    return {row.id: _instance(row) for row in conn.execute(query).all()}
+    rows = conn.execute(_BY_IDS, {"ids": list(instance_ids)}).all()
+    return {row.id: _instance(row) for row in rows}
 
 
 _MARK_RUNNING = (
@@ -285,6 +290,13 @@ _MARK_RUNNING = (
 )
 
 
+_RUNNING_PIDS = sa.select(instances.c.id, instances.c.pid).where(
+    instances.c.id.in_(sa.bindparam("ids", expanding=True)),
+    instances.c.status == InstanceStatus.RUNNING.value,
+    instances.c.stop_requested.is_(False),
+)
+
+
 def mark_instances_running(
     conn: Connection, started: Sequence[tuple[int, int]], now: datetime
 ) -> set[int]:
@@ -298,10 +310,6 @@ def mark_instances_running(
         return set()
     params = [{"instance_id": i, "pid": pid, "now": now} for i, pid in started]
     conn.execute(_MARK_RUNNING, params)
-    query = sa.select(instances.c.id, instances.c.pid).where(
-        instances.c.id.in_([i for i, _ in started]),
-        instances.c.status == InstanceStatus.RUNNING.value,
-        instances.c.stop_requested.is_(False),
-    )
+    rows = conn.execute(_RUNNING_PIDS, {"ids": [i for i, _ in started]}).all()
     pids = dict(started)
-    return {row.id for row in conn.execute(query).all() if row.pid == pids[row.id]}
+    return {row.id for row in rows if row.pid == pids[row.id]}

@@ -301,10 +301,27 @@ def existing_task_ids(conn: Connection, task_ids: Sequence[int]) -> set[int]:
 # -- many at once (the controller's turns) -------------------------------------
 
 
+# The controller's statements are built once, with the ids as an expanding
+# parameter: building and keying a statement per turn cost more than running it.
+_BY_IDS = _task_select().where(tasks.c.id.in_(sa.bindparam("ids", expanding=True)))
+_MARK_RUNNING = (
+    tasks.update()
+    .where(
+        tasks.c.id.in_(sa.bindparam("ids", expanding=True)),
+        tasks.c.status == TaskStatus.PENDING.value,
+    )
+    .values(
+        status=TaskStatus.RUNNING.value,
+        started_at=sa.bindparam("now", type_=tasks.c.started_at.type),
+    )
+    .returning(tasks.c.id)
+)
+
+
 def get_tasks(conn: Connection, task_ids: Sequence[int]) -> dict[int, Task]:
     if not task_ids:
         return {}
-    rows = conn.execute(_task_select().where(tasks.c.id.in_(list(task_ids)))).all()
+    rows = conn.execute(_BY_IDS, {"ids": list(task_ids)}).all()
     return {row.id: _task(row) for row in rows}
 
 
@@ -312,10 +329,5 @@ def mark_tasks_running(conn: Connection, task_ids: Sequence[int], now: datetime)
     """Pending tasks among ``task_ids`` become running; the ids that did."""
     if not task_ids:
         return set()
-    result = conn.execute(
-        tasks.update()
-        .where(tasks.c.id.in_(list(task_ids)), tasks.c.status == TaskStatus.PENDING.value)
-        .values(status=TaskStatus.RUNNING.value, started_at=now)
-        .returning(tasks.c.id)
-    )
+    result = conn.execute(_MARK_RUNNING, {"ids": list(task_ids), "now": now})
     return {row.id for row in result.all()}
