@@ -7,10 +7,12 @@ Authorised by the unguessable token in the URL and the template's filters
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from jobyard import triggering
 from jobyard.api.deps import get_engine
@@ -29,6 +31,7 @@ from jobyard.errors import (
 )
 from jobyard.spec import HttpTrigger
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["hooks"])
 # Every method reaches the handler, so that each refusal says why and leaves an event.
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
@@ -43,9 +46,19 @@ class _Recheck(Exception):
 
 
 @router.api_route("/hooks/{token}", methods=METHODS, status_code=202, response_model=TaskOut)
-async def hook(token: str, request: Request) -> JSONResponse:
+async def hook(token: str, request: Request) -> Response:
     """Start a task of the template this URL belongs to (202; 200 for a repeated EventId)."""
     engine = get_engine(request)
+    try:
+        return await _hook(engine, token, request)
+    except ClientDisconnect:
+        # Gone before its body arrived: no task, and no one to answer (this
+        # status is never sent), so no traceback in the log either.
+        logger.info("the caller of a trigger left before its request's body arrived: no task")
+        return Response(status_code=400)
+
+
+async def _hook(engine: Engine, token: str, request: Request) -> JSONResponse:
     body = _Body(request, engine.settings.max_body_bytes)
     template = engine.hooked.kept(token)
     if template is None:

@@ -9,6 +9,7 @@ idempotency under concurrency runs on both databases.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support import JobyardServer, script_template, start_server, stop_server
+from tests.support import JobyardServer, script_template, start_server, stop_server, wait_for
 
 ClientFrom = Callable[[str], httpx.Client]
 ADMIN_TOKEN = "jy_e2e_bootstrap_" + uuid.uuid4().hex
@@ -167,6 +168,32 @@ def test_an_allowed_request_starts_a_task_and_answers_202(hooks: JobyardServer) 
     assert task["status"] in ("pending", "running")
     assert [t["id"] for t in tasks_of(hooks, template)] == [task["id"]]
     assert logs_of(hooks, task["id"]) == ["started\n"]
+
+
+def test_a_caller_that_leaves_before_its_body_arrives_starts_nothing(
+    hooks: JobyardServer,
+) -> None:
+    """Headers that promise a body, part of it, then the connection closes: no task,
+    an info line in the server's log, and no traceback."""
+    template = http_template(hooks, "gone", "true")
+    url = urlsplit(hook_url(hooks, template))
+    logged = hooks.log_path.stat().st_size
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port)) as conn:
+        conn.sendall(head.encode() + b'{"envs": [')
+    wait_for(lambda: "left before" in _log_since(hooks, logged), timeout=10)
+    assert "Traceback" not in _log_since(hooks, logged)
+    assert tasks_of(hooks, template) == []
+    assert httpx.post(hook_url(hooks, template)).status_code == 202  # the URL still works
+
+
+def _log_since(server: JobyardServer, offset: int) -> str:
+    with server.log_path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def test_an_unknown_url_is_404(hooks: JobyardServer) -> None:
