@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
 
 from jobyard.domain import (
     InstanceStatus,
@@ -19,6 +20,7 @@ from jobyard.domain import (
     Severity,
     SourceType,
     TaskStatus,
+    Template,
     TriggerKind,
 )
 from jobyard.engine.launching import TaskRequest, launch_task
@@ -47,6 +49,11 @@ def make_template(store: Store, policy: str = "Allow") -> str:
     )  # fmt: skip
     with store.write() as conn:
         return template_store.insert_template(conn, "default", spec, NOW, None)
+
+
+def manual_tasks(conn: Connection, template: Template, count: int) -> list[int]:
+    request = TaskRequest(trigger=TriggerKind.MANUAL)
+    return [launch_task(conn, template, request, NOW).task.id for _ in range(count)]
 
 
 def test_migrations_match_the_tables(store: Store) -> None:
@@ -217,10 +224,7 @@ def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: 
     template_id = make_template(store)
     with store.write() as conn:
         template = template_store.locked_template_by_id(conn, template_id)
-        ids = [
-            launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task.id
-            for _ in range(3)
-        ]
+        ids = manual_tasks(conn, template, 3)
         instance_store.insert_instance(conn, ids[0], 0, 1, [], None, NOW)  # a retry
         new = task_store.NewTask(template.id, template.version, TriggerKind.CRON, {}, 2, NOW)
         [cron_id] = task_store.insert_scheduled_tasks(conn, [new], NOW).values()
@@ -243,10 +247,7 @@ def test_a_turn_ends_many_instances_and_tasks_with_one_statement_each(store: Sto
     template_id = make_template(store)
     with store.write() as conn:
         template = template_store.locked_template_by_id(conn, template_id)
-        ids = [
-            launch_task(conn, template, TaskRequest(trigger=TriggerKind.MANUAL), NOW).task.id
-            for _ in range(3)
-        ]
+        ids = manual_tasks(conn, template, 3)
         first, second, ended = (instance_store.instances_of(conn, [i])[0] for i in ids)
         instance_store.finish_instance(
             conn, ended.id, InstanceStatus.FAILED, 1, None, "exited with code 1", NOW
