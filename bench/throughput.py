@@ -167,9 +167,9 @@ def main() -> None:
         "noop_response": summary_ms(ceiling.times + after.times),
         "accept_to_ceiling_ratio": round(accept_rate / ceiling_rate, 3),
         "refused": triggers.refused,
-        # Requests whose connection failed before an answer: not accepted, so not
-        # counted as lost; the no-op ceiling's are counted too (a server fault
-        # seen on both, see bench/README.md).
+        # Requests whose connection was cut before an answer: not accepted, so not
+        # counted as lost; the no-op's are counted too (bench/README.md, session 7:
+        # not explained yet).
         "no_answer": {"triggers": triggers.broken, "noop": ceiling.broken + after.broken},
         "tasks": len(tasks),
         "succeeded": len(succeeded),
