@@ -168,8 +168,8 @@ def main() -> None:
         "accept_to_ceiling_ratio": round(accept_rate / ceiling_rate, 3),
         "refused": triggers.refused,
         # Requests whose connection was cut before an answer: not accepted, so not
-        # counted as lost; the no-op's are counted too (bench/README.md, session 7:
-        # not explained yet).
+        # counted as lost; the no-op's are counted too. Expected 0 since the server
+        # outwaits the clients' keep-alive (bench/README.md, session 8).
         "no_answer": {"triggers": triggers.broken, "noop": ceiling.broken + after.broken},
         "tasks": len(tasks),
         "succeeded": len(succeeded),

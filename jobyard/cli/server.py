@@ -22,6 +22,12 @@ from jobyard.runners.local import RESOURCE_LIMITS
 logger = logging.getLogger(__name__)
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A client reusing an idle connection just as the server closes it gets a reset
+# and no answer (httpx gives up on idle connections after 5 s, uvicorn's default
+# closes them after 5 s too): the server outwaits the clients and proxies in
+# front of it (nginx's upstream keepalive_timeout and a cloud balancer's idle
+# timeout are 60 s), as nginx's own 75 s does.
+KEEP_ALIVE_SECONDS = 75
 
 
 def server(
@@ -120,6 +126,15 @@ def server(
             "default: the server's PATH",
         ),
     ] = None,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            envvar="JOBYARD_KEEP_ALIVE_TIMEOUT",
+            min=1,
+            help="seconds an idle HTTP connection is kept open; longer than the idle "
+            "timeout of the clients and proxies that reuse connections",
+        ),
+    ] = KEEP_ALIVE_SECONDS,
     log_level: Annotated[
         str, typer.Option(envvar="JOBYARD_LOG_LEVEL", help="debug, info, warning, error")
     ] = "info",
@@ -177,6 +192,7 @@ def server(
         port=port,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=keep_alive_timeout,
         # jobyard decides itself which proxies to believe (--trusted-proxies).
         proxy_headers=False,
         ssl_certfile=str(tls_cert) if tls_cert else None,
