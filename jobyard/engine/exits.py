@@ -74,10 +74,6 @@ def record_exits(conn: Connection, exits: Sequence[InstanceExit], now: datetime)
     add_events(conn, events, now)
 
 
-def record_exit(conn: Connection, exit: InstanceExit, now: datetime) -> None:
-    record_exits(conn, [exit], now)
-
-
 def _end(
     exit: InstanceExit, task: Task, instance: Instance
 ) -> tuple[instance_store.InstanceEnd, NewEvent]:

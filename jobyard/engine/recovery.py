@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, SourceType
 from jobyard.engine.events import instance_event
-from jobyard.engine.exits import outcome, record_exit
+from jobyard.engine.exits import outcome, record_exits
 from jobyard.engine.specs import SpecCache
 from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Recovered, Runner
@@ -56,7 +56,7 @@ def _account(conn: Connection, instance: Instance, recovered: Recovered, now: da
         exit = InstanceExit(instance.id, recovered.exit_code, instance.stop_requested)
         if recovered.exit is not None:  # with its OOM kill and usage
             exit = dataclasses.replace(recovered.exit, stopped=instance.stop_requested)
-        record_exit(conn, exit, now)
+        record_exits(conn, [exit], now)
     elif instance.status is InstanceStatus.RUNNING:
         exit = InstanceExit(instance.id, None, instance.stop_requested)
         status, reason, message = outcome(exit, task, instance)

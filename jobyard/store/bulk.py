@@ -43,6 +43,27 @@ def insert_rows(
     return _insert_executemany(conn, table, rows, returning, skip_conflicts_on)
 
 
+def ending_update(
+    table: sa.Table, key: str, statuses: Sequence[str], values: Mapping[str, Any]
+) -> sa.Update:
+    """``UPDATE table SET values WHERE id = :key AND status IN statuses``, to be built
+    once and run with ``executemany``: a turn ends many rows with one statement, and
+    none is built or keyed per row. A row whose status has moved on stays as it was."""
+    return (
+        table.update()
+        .where(
+            table.c.id == sa.bindparam(key),
+            sa.or_(*(table.c.status == status for status in statuses)),
+        )
+        .values(**values)
+    )
+
+
+def typed_param(table: sa.Table, name: str, column: str) -> sa.BindParameter[Any]:
+    """A bound parameter converted as ``table``'s ``column`` is (times to UTC text on SQLite)."""
+    return sa.bindparam(name, type_=table.c[column].type)
+
+
 def _insert_executemany(
     conn: Connection,
     table: sa.Table,

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Row
 from jobyard.domain import LIVE_INSTANCE_STATUSES, Instance, InstanceStatus, RunAs
 from jobyard.errors import NotFound
 from jobyard.planning import CreateAttempt
-from jobyard.store.bulk import insert_rows
+from jobyard.store.bulk import ending_update, insert_rows, typed_param
 from jobyard.store.tables import MAX_ID, instances
 
 
@@ -212,32 +212,28 @@ class InstanceEnd:
 
 
 def _param(name: str, column: str) -> sa.BindParameter[Any]:
-    return sa.bindparam(name, type_=instances.c[column].type)
+    return typed_param(instances, name, column)
 
 
-# One statement built once, values as parameters: a turn ends its instances
-# with one executemany, and no statement is built or keyed per instance.
-_FINISH = (
-    instances.update()
-    .where(
-        instances.c.id == sa.bindparam("instance_id"),
-        sa.or_(*(instances.c.status == status.value for status in LIVE_INSTANCE_STATUSES)),
-    )
-    .values(
-        status=_param("end_status", "status"),
-        exit_code=_param("end_exit_code", "exit_code"),
-        reason=_param("end_reason", "reason"),
-        message=_param("end_message", "message"),
-        finished_at=_param("now", "finished_at"),
+_FINISH = ending_update(
+    instances,
+    "instance_id",
+    [status.value for status in LIVE_INSTANCE_STATUSES],
+    {
+        "status": _param("end_status", "status"),
+        "exit_code": _param("end_exit_code", "exit_code"),
+        "reason": _param("end_reason", "reason"),
+        "message": _param("end_message", "message"),
+        "finished_at": _param("now", "finished_at"),
         # An end that measured nothing keeps what was measured before.
-        peak_memory_bytes=sa.func.coalesce(
+        "peak_memory_bytes": sa.func.coalesce(
             _param("end_peak_memory_bytes", "peak_memory_bytes"),
             instances.c.peak_memory_bytes,
         ),
-        cpu_seconds=sa.func.coalesce(
+        "cpu_seconds": sa.func.coalesce(
             _param("end_cpu_seconds", "cpu_seconds"), instances.c.cpu_seconds
         ),
-    )
+    },
 )
 
 

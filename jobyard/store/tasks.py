@@ -18,7 +18,7 @@ from jobyard.domain import (
     TriggerKind,
 )
 from jobyard.errors import NotFound
-from jobyard.store.bulk import insert_rows
+from jobyard.store.bulk import ending_update, insert_rows, typed_param
 from jobyard.store.tables import MAX_ID, tasks, templates
 
 _TASK_COLUMNS = (tasks, templates.c.namespace, templates.c.name.label("template_name"))
@@ -254,19 +254,15 @@ class TaskEnd:
     message: str
 
 
-# Built once, values as parameters: a turn ends its tasks with one executemany.
-_FINISH = (
-    tasks.update()
-    .where(
-        tasks.c.id == sa.bindparam("task_id"),
-        sa.or_(*(tasks.c.status == status.value for status in ACTIVE_TASK_STATUSES)),
-    )
-    .values(
-        status=sa.bindparam("end_status", type_=tasks.c.status.type),
-        reason=sa.bindparam("end_reason", type_=tasks.c.reason.type),
-        message=sa.bindparam("end_message", type_=tasks.c.message.type),
-        finished_at=sa.bindparam("now", type_=tasks.c.finished_at.type),
-    )
+_FINISH = ending_update(
+    tasks,
+    "task_id",
+    [status.value for status in ACTIVE_TASK_STATUSES],
+    {
+        column: typed_param(tasks, "end_" + column, column)
+        for column in ("status", "reason", "message")
+    }
+    | {"finished_at": typed_param(tasks, "now", "finished_at")},
 )
 
 
