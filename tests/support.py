@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,6 +217,16 @@ def start_server(data_dir: Path, database_url: str | None = None, **options: Any
         stop_server(jobyard)
         raise
     return jobyard
+
+
+@contextlib.contextmanager
+def served(data_dir: Path, **options: Any) -> Iterator[JobyardServer]:
+    """``start_server`` for the length of a ``with`` block."""
+    jobyard = start_server(data_dir, **options)
+    try:
+        yield jobyard
+    finally:
+        stop_server(jobyard)
 
 
 def stop_server(jobyard: JobyardServer) -> None:

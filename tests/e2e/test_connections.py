@@ -18,25 +18,22 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import JobyardServer, start_server, stop_server
+from tests.support import JobyardServer, served
 
 HTTPX_IDLE_EXPIRY_S = 5.0
 
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobyardServer]:
-    jobyard = start_server(tmp_path_factory.mktemp("keep-alive-default"))
-    yield jobyard
-    stop_server(jobyard)
+    with served(tmp_path_factory.mktemp("keep-alive-default")) as jobyard:
+        yield jobyard
 
 
 @pytest.fixture(scope="module")
 def short_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobyardServer]:
-    jobyard = start_server(
-        tmp_path_factory.mktemp("keep-alive-short"), extra_args=["--keep-alive-timeout", "1"]
-    )
-    yield jobyard
-    stop_server(jobyard)
+    data_dir = tmp_path_factory.mktemp("keep-alive-short")
+    with served(data_dir, extra_args=["--keep-alive-timeout", "1"]) as jobyard:
+        yield jobyard
 
 
 def connect(server: JobyardServer) -> socket.socket:
