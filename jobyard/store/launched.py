@@ -22,15 +22,11 @@ from jobyard.planning import CreateAttempt
 from jobyard.store import events as event_store
 from jobyard.store import instances as instance_store
 from jobyard.store.tables import events, instances, tasks
-from jobyard.store.tasks import NewTask, insert_task, task_of, task_row
+from jobyard.store.tasks import TASK_ROW_COLUMNS, NewTask, insert_task, task_of, task_row
 
 # Instances one statement takes at most (a row of parameters each); a task of more
 # replicas is written as on SQLite, its instances by one bulk insert (store/bulk.py).
 ONE_STATEMENT_MAX = 16
-_TASK_COLUMNS = (
-    "template_id", "template_version", "trigger", "status", "overrides", "instance_count",
-    "scheduled_time", "event_id", "payload", "created_at",
-)  # fmt: skip
 _INSTANCE_COLUMNS = ("index", "attempt", "status", "shards", "not_before", "run_as", "created_at")
 _EVENT_COLUMNS = (
     "namespace", "template_id", "template_name", "source_type", "source_name", "reason",
@@ -86,7 +82,7 @@ def _in_one_statement(
 def _statement(attempts: int) -> sa.Select[Any]:
     """The statement for a task of ``attempts`` instances, with bound parameters: built
     and keyed for SQLAlchemy's statement cache once, not at every launch (~1 ms)."""
-    values = {name: _param(f"task_{name}", tasks.c[name]) for name in _TASK_COLUMNS}
+    values = {name: _param(f"task_{name}", tasks.c[name]) for name in TASK_ROW_COLUMNS}
     new_task = tasks.insert().values(values).returning(*tasks.c).cte("new_task")
     return sa.select(new_task).add_cte(_instances_of(new_task, attempts), _event_of(new_task))
 

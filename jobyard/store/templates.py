@@ -254,6 +254,15 @@ def locked_template_by_id(conn: Connection, template_id: str) -> Template:
     return get_template_by_id(conn, template_id)
 
 
+# Built once, the ids an expanding parameter: every trigger's launch reads so.
+_LOCKED_BY_IDS = (
+    sa.select(templates)
+    .where(templates.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(templates.c.id)
+    .with_for_update(key_share=True)
+)
+
+
 def locked_templates_by_ids(
     conn: Connection,
     template_ids: Sequence[str],
@@ -273,13 +282,7 @@ def locked_templates_by_ids(
     """
     if not template_ids:
         return []
-    query = (
-        sa.select(templates)
-        .where(templates.c.id.in_(list(template_ids)))
-        .order_by(templates.c.id)
-        .with_for_update(key_share=True)
-    )
-    rows = conn.execute(query).all()
+    rows = conn.execute(_LOCKED_BY_IDS, {"ids": list(template_ids)}).all()
     known = parsed or {}
     specs = {row.id: _spec_of_version(known, row.id, row.version) for row in rows}
     read = current_specs(conn, [i for i, spec in specs.items() if spec is None])
