@@ -1,4 +1,5 @@
-"""Inserting many rows in one statement, the fast way on each database.
+"""Many rows in one statement: inserting them, the fast way on each database, and
+ending them by id (``ending_update``, run with ``executemany``).
 
 PostgreSQL gets one ``INSERT ... SELECT FROM unnest(<one array per column>)``: a
 handful of parameters whatever the number of rows, so neither the driver nor the
