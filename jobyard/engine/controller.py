@@ -31,7 +31,7 @@ from jobyard.errors import NotFound
 from jobyard.runners.base import InstanceExit, Runner
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
-from jobyard.store.in_play import tasks_in_play
+from jobyard.store.in_play import InPlayReader
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Controller:
         self._in_flight: dict[int, int] = {}  # instance id -> task id, while being spawned
         self._held_exits: list[InstanceExit] = []
         self._deferred: set[int] = set()  # tasks a turn left out while spawning
+        self._in_play = InPlayReader()
         self._thread = threading.Thread(target=self._run, name="jobyard-controller", daemon=True)
 
     def start(self) -> None:
@@ -184,7 +185,7 @@ class Controller:
         self._precedence.give_way()
         now = self._clock.now()
         with self._store.read() as conn:
-            in_play = tasks_in_play(conn, PENDING_WINDOW)
+            in_play = self._in_play.read(conn, PENDING_WINDOW)
         active = [task for task, _ in in_play]
         by_task = defaultdict(list, {task.id: instances for task, instances in in_play})
         turn = Turn(to_spawn=[], to_stop=[])

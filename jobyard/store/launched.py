@@ -21,6 +21,7 @@ from jobyard.domain import NewEvent, Task
 from jobyard.planning import CreateAttempt
 from jobyard.store import events as event_store
 from jobyard.store import instances as instance_store
+from jobyard.store.bulk import typed_param
 from jobyard.store.tables import events, instances, tasks
 from jobyard.store.tasks import TASK_ROW_COLUMNS, NewTask, insert_task, task_of, task_row
 
@@ -82,7 +83,7 @@ def _in_one_statement(
 def _statement(attempts: int) -> sa.Select[Any]:
     """The statement for a task of ``attempts`` instances, with bound parameters: built
     and keyed for SQLAlchemy's statement cache once, not at every launch (~1 ms)."""
-    values = {name: _param(f"task_{name}", tasks.c[name]) for name in TASK_ROW_COLUMNS}
+    values = {name: typed_param(tasks, f"task_{name}", name) for name in TASK_ROW_COLUMNS}
     new_task = tasks.insert().values(values).returning(*tasks.c).cte("new_task")
     return sa.select(new_task).add_cte(_instances_of(new_task, attempts), _event_of(new_task))
 
@@ -91,7 +92,7 @@ def _instances_of(new_task: sa.CTE, attempts: int) -> sa.CTE:
     rows = [
         sa.select(
             new_task.c.id,
-            *(_param(f"attempt_{n}_{name}", instances.c[name]) for name in _INSTANCE_COLUMNS),
+            *(typed_param(instances, f"attempt_{n}_{name}", name) for name in _INSTANCE_COLUMNS),
         )
         for n in range(attempts)
     ]
@@ -102,16 +103,12 @@ def _instances_of(new_task: sa.CTE, attempts: int) -> sa.CTE:
 
 def _event_of(new_task: sa.CTE) -> sa.CTE:
     values: dict[str, Any] = {
-        name: _param(f"event_{name}", events.c[name]) for name in _EVENT_COLUMNS
+        name: typed_param(events, f"event_{name}", name) for name in _EVENT_COLUMNS
     }
     values["task_id"] = new_task.c.id
     values["source_name"] = values["source_name"] + sa.cast(new_task.c.id, sa.String())
     selected = sa.select(*values.values())
     return events.insert().from_select(list(values), selected).cte("new_event")
-
-
-def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
-    return sa.bindparam(name, type_=column.type)
 
 
 def _attempt_params(n: int, attempt: CreateAttempt, now: datetime) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 from jobyard.store.db import CHECKPOINT_SECONDS, PING_AFTER_IDLE_SECONDS
 from jobyard.store.events import EventQuery
-from jobyard.store.in_play import tasks_in_play
 from jobyard.store.instances import InstanceEnd, Usage
 from jobyard.store.launched import ONE_STATEMENT_MAX
 from jobyard.store.tables import events, instances, metadata
@@ -218,27 +217,6 @@ def test_a_task_without_a_key_is_inserted_with_its_instances_and_its_event(
     assert (event_template, event.namespace, event.instance_id) == (template_id, "default", None)
     assert (event.severity.value, event.created_at) == ("normal", NOW)
     assert task.payload == {"body": "x"} and task.instance_count == replicas
-
-
-def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: Store) -> None:
-    template_id = make_template(store)
-    with store.write() as conn:
-        template = template_store.locked_template_by_id(conn, template_id)
-        ids = manual_tasks(conn, template, 3)
-        instance_store.insert_instance(conn, ids[0], 0, 1, [], None, NOW)  # a retry
-        new = task_store.NewTask(template.id, template.version, TriggerKind.CRON, {}, 2, NOW)
-        [cron_id] = task_store.insert_scheduled_tasks(conn, [new], NOW).values()
-        task_store.mark_task_running(conn, ids[2], NOW)
-    with store.read() as conn:
-        in_play = tasks_in_play(conn, 3)
-        expected = [
-            (task, instance_store.instances_of(conn, [task.id]))
-            for task in task_store.tasks_to_reconcile(conn, 3)
-        ]
-    assert in_play == expected
-    assert [task.id for task, _ in in_play] == [*ids, cron_id]
-    assert [(i.index, i.attempt) for i in in_play[0][1]] == [(0, 0), (0, 1)]
-    assert in_play[3][1] == []  # the controller makes a cron task's instances
 
 
 def test_a_turn_ends_many_instances_and_tasks_with_one_statement_each(store: Store) -> None:
