@@ -84,7 +84,7 @@ def _decoders(result: CursorResult[Any]) -> Decoders:
 
 
 def _decoded(raw: RawRow, decoders: Sequence[Decoder | None], names: list[str]) -> dict[str, Any]:
-    values = (v if d is None else d(v) for v, d in zip(raw, decoders, strict=True))
+    values = [v if d is None else d(v) for v, d in zip(raw, decoders, strict=True)]
     return dict(zip(names, values, strict=True))
 
 
