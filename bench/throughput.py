@@ -91,14 +91,29 @@ def all_done(server: Server, name: str) -> bool:
     )
 
 
-def cpu_seconds(server_pid: int) -> dict[str, float]:
+def cpu_seconds(server_pid: int, database_url: str) -> dict[str, float]:
     server = psutil.Process(server_pid).cpu_times()
     clients = psutil.Process().cpu_times()
-    return {
+    used = {
         "server": server.user + server.system,
         "instances": server.children_user + server.children_system,
         "clients": clients.user + clients.system,
     }
+    if database_url.startswith("postgresql"):
+        used["database"] = postgres_cpu_seconds()
+    return used
+
+
+def postgres_cpu_seconds() -> float:
+    """Every PostgreSQL process on this machine: its backends (the server's pool keeps
+    its connections for the run) and its own writers. SQLite works in the server's
+    threads, so it is in the server's figure."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if process.info["name"] == "postgres" and times is not None:
+            total += times.user + times.system
+    return total
 
 
 def main() -> None:
@@ -137,14 +152,16 @@ def main() -> None:
         ceiling = asyncio.run(hammer(server.url, args.count, args.clients, noop))
         note(f"no-op ceiling: {rate(args.count, ceiling.seconds)} requests/s")
         xacts_before = transactions(server.database_url)
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid, server.database_url)
         began = datetime.now(UTC)
         triggers = asyncio.run(hammer(server.url, args.count, args.clients, trigger))
         accepted = len(triggers.accepted)
         note(f"triggers: {rate(accepted, triggers.seconds)} accepted/s; waiting for the tasks")
         done = wait_until(lambda: all_done(server, name), args.timeout, interval=0.5)
         xacts_after = transactions(server.database_url)
-        cpu_used = {k: v - cpu_before[k] for k, v in cpu_seconds(server.pid).items()}
+        cpu_used = {
+            k: v - cpu_before[k] for k, v in cpu_seconds(server.pid, server.database_url).items()
+        }
         tasks = server.tasks_of(name)
         # The ceiling again once every task has ended: on a shared host the machine's
         # speed drifts within a run, and the ratio is taken to the mean of the two.
@@ -179,8 +196,9 @@ def main() -> None:
         "all_ended_in_time": done,
         # CPU per task in the trigger phase (to the last task's end, and the
         # polls for it): the server's own threads, the instances it reaped (each
-        # a wrapper and its script), and this benchmark's HTTP clients. The
-        # machine cannot complete more tasks per second than cores / their sum.
+        # a wrapper and its script), this benchmark's HTTP clients, and on
+        # PostgreSQL the database's processes. The machine cannot complete more
+        # tasks per second than cores / their sum.
         "cpu_ms_per_task": {k: round(1000 * v / args.count, 2) for k, v in cpu_used.items()},
         "cpu_bound_tasks_per_s": rate(args.count * (os.cpu_count() or 1), sum(cpu_used.values())),
         # PostgreSQL only: every transaction of the trigger phase (a few are the
