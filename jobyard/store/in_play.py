@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Dialect
@@ -25,6 +25,7 @@ from jobyard.store.tasks import in_play, task_of
 InPlay = list[tuple[Task, list[Instance]]]
 RawRow = tuple[Any, ...]
 Decoder = Callable[[Any], Any]
+Record = TypeVar("Record", Task, Instance)
 
 _TASK_COLUMNS = [*tasks.c, templates.c.namespace, templates.c.name]
 _TASK_NAMES = [*(column.name for column in tasks.c), "namespace", "template_name"]
@@ -111,31 +112,24 @@ class InPlayReader:
         width = len(_TASK_COLUMNS)
         for row in result:
             if not found or found[-1][0].id != row[0]:
-                raw_task = tuple(row[:width])
-                task = self._task(raw_task, task_decoders)
+                raw_task = row[:width]
+                task = _reused(self._tasks, raw_task) or task_of(
+                    _decoded(raw_task, task_decoders, _TASK_NAMES)
+                )
                 seen_tasks[task.id] = (raw_task, task)
                 found.append((task, []))
             if row[width] is not None:  # a task none of whose instances exists yet
-                raw_instance = tuple(row[width:])
-                instance = self._instance(raw_instance, instance_decoders)
+                raw_instance = row[width:]
+                instance = _reused(self._instances, raw_instance) or instance_of(
+                    _decoded(raw_instance, instance_decoders, _INSTANCE_NAMES)
+                )
                 seen_instances[instance.id] = (raw_instance, instance)
                 found[-1][1].append(instance)
         self._tasks, self._instances = seen_tasks, seen_instances
         return found
 
-    def _task(self, raw: RawRow, decoders: list[Decoder | None]) -> Task:
-        known = self._tasks.get(raw[0])
-        if known is not None and known[0] == raw:
-            return known[1]
-        return task_of(_decoded(raw, decoders, _TASK_NAMES))
 
-    def _instance(self, raw: RawRow, decoders: list[Decoder | None]) -> Instance:
-        known = self._instances.get(raw[0])
-        if known is not None and known[0] == raw:
-            return known[1]
-        return instance_of(_decoded(raw, decoders, _INSTANCE_NAMES))
-
-
-def tasks_in_play(conn: Connection, pending_window: int) -> InPlay:
-    """``InPlayReader.read`` with nothing read before."""
-    return InPlayReader().read(conn, pending_window)
+def _reused(known: dict[int, tuple[RawRow, Record]], raw: RawRow) -> Record | None:
+    """The record last read from this very row (its id first), if no value changed."""
+    last = known.get(raw[0])
+    return last[1] if last is not None and last[0] == raw else None

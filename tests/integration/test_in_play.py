@@ -13,7 +13,7 @@ from jobyard.store import Store
 from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
-from jobyard.store.in_play import InPlayReader, tasks_in_play
+from jobyard.store.in_play import InPlayReader
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=3)
@@ -53,7 +53,7 @@ def test_the_controllers_one_statement_read_matches_tasks_then_instances(store: 
         [cron_id] = task_store.insert_scheduled_tasks(conn, [new], NOW).values()
         task_store.mark_task_running(conn, ids[2], NOW)
     with store.read() as conn:
-        in_play = tasks_in_play(conn, 3)
+        in_play = InPlayReader().read(conn, 3)  # nothing read before
         expected = expected_in_play(conn, 3)
     assert in_play == expected
     assert [task.id for task, _ in in_play] == [*ids, cron_id]
