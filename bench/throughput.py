@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import httpx
 import psutil
 from _common import (
@@ -52,29 +53,76 @@ class Hammered:
     broken: int = 0  # no answer: the connection failed (counted, not retried)
 
 
-async def hammer(base_url: str, count: int, clients: int, request: Any) -> Hammered:
+class Clients:
+    """``clients`` concurrent keep-alive connections of one HTTP client library: a
+    ``get`` and a ``post`` that return the status code, and the library's transport
+    error. aiohttp by default: httpx, the first load generator, spends about three
+    times the CPU per request, and the clients share the cores with the server
+    (bench/README.md, session 10)."""
+
+    def __init__(self, kind: str, base_url: str, clients: int) -> None:
+        self.kind, self.base_url, self.clients = kind, base_url, clients
+        self.transport_error: type[Exception] = (
+            aiohttp.ClientError if kind == "aiohttp" else httpx.TransportError
+        )
+
+    async def __aenter__(self) -> Clients:
+        if self.kind == "aiohttp":
+            connector = aiohttp.TCPConnector(limit=self.clients)
+            timeout = aiohttp.ClientTimeout(total=120)
+            self._session = aiohttp.ClientSession(
+                self.base_url, connector=connector, timeout=timeout
+            )
+        else:
+            limits = httpx.Limits(
+                max_connections=self.clients, max_keepalive_connections=self.clients
+            )
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.kind == "aiohttp":
+            await self._session.close()
+        else:
+            await self._client.aclose()
+
+    async def get(self, path: str) -> int:
+        if self.kind == "httpx":
+            return (await self._client.get(path)).status_code
+        async with self._session.get(path) as response:
+            await response.read()
+            return response.status
+
+    async def post(self, path: str, body: Any) -> int:
+        if self.kind == "httpx":
+            return (await self._client.post(path, json=body)).status_code
+        async with self._session.post(path, json=body) as response:
+            await response.read()
+            return response.status
+
+
+async def hammer(clients: Clients, count: int, request: Any) -> Hammered:
     numbers = iter(range(count))
     done = Hammered()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with clients:
 
         async def worker() -> None:
             for number in numbers:
                 began = time.perf_counter()
                 try:
-                    response = await request(client, number)
-                except httpx.TransportError as err:
+                    status = await request(clients, number)
+                except clients.transport_error as err:
                     note(f"request {number}: no answer ({type(err).__name__})")
                     done.broken += 1
                     continue
                 done.times.append(time.perf_counter() - began)
-                if 200 <= response.status_code < 300:
+                if 200 <= status < 300:
                     done.accepted.add(number)
                 else:
                     done.refused += 1
 
         began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker() for _ in range(clients.clients)))
         done.seconds = time.perf_counter() - began
         return done
 
@@ -128,6 +176,12 @@ def main() -> None:
         default=0.01,
         help="the template's CPU request in cores (the default 0.5: 4 at once on 2 cores)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="the HTTP client library of the load generator",
+    )
     parser.add_argument("--memory-mb", type=int, default=16, help="the template's memory request")
     add_common_args(parser)
     args = parser.parse_args()
@@ -141,20 +195,21 @@ def main() -> None:
         )
         hook = server.create_templates([spec])[0]["trigger"]["url"]
 
-        async def noop(client: httpx.AsyncClient, number: int) -> httpx.Response:
-            return await client.get("/healthz")
+        async def noop(clients: Clients, number: int) -> int:
+            return await clients.get("/healthz")
 
-        async def trigger(client: httpx.AsyncClient, number: int) -> httpx.Response:
-            return await client.post(
-                hook, json={"envs": [{"name": "BENCH_N", "value": str(number)}]}
-            )
+        async def trigger(clients: Clients, number: int) -> int:
+            return await clients.post(hook, {"envs": [{"name": "BENCH_N", "value": str(number)}]})
 
-        ceiling = asyncio.run(hammer(server.url, args.count, args.clients, noop))
+        def clients() -> Clients:
+            return Clients(args.client, server.url, args.clients)
+
+        ceiling = asyncio.run(hammer(clients(), args.count, noop))
         note(f"no-op ceiling: {rate(args.count, ceiling.seconds)} requests/s")
         xacts_before = transactions(server.database_url)
         cpu_before = cpu_seconds(server.pid, server.database_url)
         began = datetime.now(UTC)
-        triggers = asyncio.run(hammer(server.url, args.count, args.clients, trigger))
+        triggers = asyncio.run(hammer(clients(), args.count, trigger))
         accepted = len(triggers.accepted)
         note(f"triggers: {rate(accepted, triggers.seconds)} accepted/s; waiting for the tasks")
         done = wait_until(lambda: all_done(server, name), args.timeout, interval=0.5)
@@ -165,7 +220,7 @@ def main() -> None:
         tasks = server.tasks_of(name)
         # The ceiling again once every task has ended: on a shared host the machine's
         # speed drifts within a run, and the ratio is taken to the mean of the two.
-        after = asyncio.run(hammer(server.url, args.count, args.clients, noop))
+        after = asyncio.run(hammer(clients(), args.count, noop))
         note(f"no-op ceiling after: {rate(args.count, after.seconds)} requests/s")
     numbers = Counter(int(t["overrides"]["envs"][0]["value"]) for t in tasks)
     succeeded = [t for t in tasks if t["status"] == "succeeded"]
@@ -225,6 +280,7 @@ def main() -> None:
         "clients": args.clients,
         "cpu": args.cpu,
         "memory_mb": args.memory_mb,
+        "client": args.client,
     }
     emit("throughput", space, sizes, figures, targets)
 
