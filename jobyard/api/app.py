@@ -62,13 +62,15 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     errors.install(app)
+    # Routes are matched in order, one by one: the HTTP triggers and the health check,
+    # the busiest, come first (their paths overlap no other route's).
+    app.include_router(hooks.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["server"])
     for router in (templates.router, tasks.router, tokens.router, sae.router):
         app.include_router(router, dependencies=GUARDED)
     # Packages decide roles themselves: operators upload and delete (see api/packages.py).
     app.include_router(packages.router, dependencies=[Depends(packages.authorize_packages)])
-    app.include_router(hooks.router)
     app.add_api_route("/api/v1/info", info, methods=["GET"], tags=["server"], dependencies=GUARDED)
-    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["server"])
     _add_docs(app)
     # The web console at /, after the API so that /api/v1, /docs and /hooks keep their routes.
     web.install(app)
