@@ -24,7 +24,7 @@ from jobyard.engine.events import instance_event
 from jobyard.engine.launches import MIB
 from jobyard.engine.spawning import Turn
 from jobyard.engine.specs import SpecCache
-from jobyard.engine.starts import record_waiting
+from jobyard.engine.starts import Waiting, record_waiting
 from jobyard.spec import TemplateSpec
 from jobyard.store import Store
 from jobyard.store import instances as instance_store
@@ -94,16 +94,18 @@ class Admitter:
             self._preempt(conn, active, by_id[victim_id], turn, now)
         starting = dict(admission.start)
         admitted: list[tuple[Task, Instance]] = []
+        waiting: list[Waiting] = []
         for task, instance in turn.to_spawn:
             run_as = starting.get(instance.id)
             if run_as is None:
                 message = admission.waiting[instance.id]
-                record_waiting(conn, task, instance, Reason.INSUFFICIENT_CAPACITY, message, now)
+                waiting.append(Waiting(task, instance, Reason.INSUFFICIENT_CAPACITY, message))
                 continue
             if run_as is not instance.run_as:
                 instance_store.set_run_as(conn, instance.id, run_as)
                 instance = dataclasses.replace(instance, run_as=run_as)
             admitted.append((task, instance))
+        record_waiting(conn, waiting, now)
         turn.to_spawn = admitted
 
     def _preempt(

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from jobyard.domain import Instance, InstanceStatus, NewEvent, Reason, Severity, Task
-from jobyard.engine.events import add_events, instance_event, new_event_of_task, new_instance_event
+from jobyard.engine.events import add_events, new_event_of_task, new_instance_event
 from jobyard.engine.launches import CannotLaunch, NotReady
 from jobyard.store import instances as instance_store
 from jobyard.store import tasks as task_store
@@ -70,16 +70,28 @@ def record_unstarted(
 ) -> None:
     """Instances that could not be handed to a spawn thread: failed, or waiting."""
     add_events(conn, [_failed(conn, task, i, failure, now) for task, i, failure in failed], now)
-    for task, instance, wait in waiting:
-        record_waiting(conn, task, instance, wait.reason, wait.message, now)
+    waits = [Waiting(task, instance, wait.reason, wait.message) for task, instance, wait in waiting]
+    record_waiting(conn, waits, now)
 
 
-def record_waiting(
-    conn: Connection, task: Task, instance: Instance, reason: str, message: str, now: datetime
-) -> None:
-    """Mark why a pending instance waits; the event is written once per new reason."""
-    if instance.waiting_reason == reason:
-        return
-    instance_store.set_waiting_reason(conn, instance.id, reason)
-    text = f"instance {instance.index} waits: {message}"
-    instance_event(conn, task, instance, reason, text, now, Severity.WARNING)
+@dataclass(frozen=True)
+class Waiting:
+    """A pending instance that cannot start yet, and why."""
+
+    task: Task
+    instance: Instance
+    reason: str
+    message: str
+
+
+def record_waiting(conn: Connection, waiting: Sequence[Waiting], now: datetime) -> None:
+    """Mark why pending instances wait, all in two statements; an instance's event is
+    written once per new reason."""
+    new = [wait for wait in waiting if wait.instance.waiting_reason != wait.reason]
+    instance_store.set_waiting_reasons(conn, [(w.instance.id, w.reason) for w in new])
+    add_events(conn, [_waits(w) for w in new], now)
+
+
+def _waits(wait: Waiting) -> NewEvent:
+    text = f"instance {wait.instance.index} waits: {wait.message}"
+    return new_instance_event(wait.task, wait.instance, wait.reason, text, Severity.WARNING)

@@ -172,10 +172,18 @@ def request_instance_stop(conn: Connection, instance_id: int, preempt: bool = Fa
     conn.execute(instances.update().where(instances.c.id == instance_id).values(**values))
 
 
-def set_waiting_reason(conn: Connection, instance_id: int, reason: str | None) -> None:
-    conn.execute(
-        instances.update().where(instances.c.id == instance_id).values(waiting_reason=reason)
-    )
+_SET_WAITING_REASON = (
+    instances.update()
+    .where(instances.c.id == sa.bindparam("instance_id"))
+    .values(waiting_reason=sa.bindparam("waiting"))
+)
+
+
+def set_waiting_reasons(conn: Connection, reasons: Sequence[tuple[int, str | None]]) -> None:
+    """Record (instance id, why it waits) for many pending instances, in one statement."""
+    if reasons:
+        params = [{"instance_id": i, "waiting": reason} for i, reason in reasons]
+        conn.execute(_SET_WAITING_REASON, params)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,29 @@ def test_default_instances_wait_for_room_and_say_what_is_short(
     assert [i["waiting_reason"] for i in node.instances(task["id"])] == [None] * 3
 
 
+def test_instances_waiting_together_each_get_their_reason_and_one_event(
+    node: JobyardServer, tmp_path: Path
+) -> None:
+    # Written together, in one statement each for the reasons and the events.
+    gate = tmp_path / "gate"
+    node.create_template(gated("wider", gate, cpu=0.75, replicas=5))
+    task = node.run("wider")
+    wait_for(lambda: statuses(node, task["id"]).count("running") == 2 or None)
+    waiting = [i for i in node.instances(task["id"]) if i["status"] == "pending"]
+    assert len(waiting) == 3
+    assert {i["waiting_reason"] for i in waiting} == {"InsufficientCapacity"}
+    events = [e for e in node.events(task_id=task["id"]) if e["reason"] == "InsufficientCapacity"]
+    assert sorted(e["source_name"].rsplit("-", 1)[1] for e in events) == sorted(
+        str(i["index"]) for i in waiting
+    )
+    assert all(e["severity"] == "warning" for e in events)
+
+    gate.touch()
+    assert node.wait_task(task["id"])["status"] == "succeeded"
+    assert [i["waiting_reason"] for i in node.instances(task["id"])] == [None] * 5
+    assert reasons(node, task["id"]).count("InsufficientCapacity") == 3
+
+
 def test_a_request_larger_than_the_node_waits_with_a_clear_message(
     node: JobyardServer, tmp_path: Path
 ) -> None:
