@@ -116,5 +116,6 @@ def info(engine: EngineDep) -> dict[str, Any]:
     }
 
 
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """On the event loop, as the HTTP triggers are: no worker thread for a no-op."""
     return {"status": "ok"}
