@@ -38,6 +38,7 @@ if [ "${EXPEDITED_RCU:-0}" = 1 ] && [ -w /sys/kernel/rcu_expedited ]; then
 fi
 run throughput-sqlite bench/throughput.py --count 10000 --clients 32
 run throughput-pg bench/throughput.py --count 10000 --clients 32 --database-url "$PG"
+run trigger-floor bench/trigger_floor.py --count 10000 --clients 32
 run scale-templates-sqlite bench/scale.py --instances 0 --samples 20
 run scale-instances-sqlite bench/scale.py --cron-templates 0 --samples 20
 run scale-instances-pg bench/scale.py --cron-templates 0 --samples 20 --database-url "$PG"
