@@ -56,14 +56,16 @@ class Hammered:
 class Clients:
     """``clients`` concurrent keep-alive connections of one HTTP client library: a
     ``get`` and a ``post`` that return the status code, and the library's transport
-    error. aiohttp by default: httpx, the first load generator, spends about three
+    errors. aiohttp by default: httpx, the first load generator, spends about twenty
     times the CPU per request, and the clients share the cores with the server
     (bench/README.md, session 10)."""
 
     def __init__(self, kind: str, base_url: str, clients: int) -> None:
         self.kind, self.base_url, self.clients = kind, base_url, clients
-        self.transport_error: type[Exception] = (
-            aiohttp.ClientError if kind == "aiohttp" else httpx.TransportError
+        self.transport_errors: tuple[type[Exception], ...] = (
+            (aiohttp.ClientError, asyncio.TimeoutError)
+            if kind == "aiohttp"
+            else (httpx.TransportError,)
         )
 
     async def __aenter__(self) -> Clients:
@@ -111,7 +113,7 @@ async def hammer(clients: Clients, count: int, request: Any) -> Hammered:
                 began = time.perf_counter()
                 try:
                     status = await request(clients, number)
-                except clients.transport_error as err:
+                except clients.transport_errors as err:
                     note(f"request {number}: no answer ({type(err).__name__})")
                     done.broken += 1
                     continue
@@ -174,7 +176,7 @@ def main() -> None:
         "--cpu",
         type=float,
         default=0.01,
-        help="the template's CPU request in cores (the default 0.5: 4 at once on 2 cores)",
+        help="the template's CPU request in cores (the default 0.01: 200 at once on 2 cores)",
     )
     parser.add_argument(
         "--client",
