@@ -53,14 +53,22 @@ def reasons(server: JobyardServer, task_id: int) -> list[str]:
     return [e["reason"] for e in server.events(task_id=task_id)]
 
 
+def two_running(
+    server: JobyardServer, spec: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``spec`` (gated instances of 0.75 CPU on 2) until two of its instances run:
+    the task, and its instances left pending."""
+    server.create_template(spec)
+    task = server.run(spec["name"])
+    wait_for(lambda: statuses(server, task["id"]).count("running") == 2 or None)
+    return task, [i for i in server.instances(task["id"]) if i["status"] == "pending"]
+
+
 def test_default_instances_wait_for_room_and_say_what_is_short(
     node: JobyardServer, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    node.create_template(gated("wide", gate, cpu=0.75, replicas=3))
-    task = node.run("wide")
-    wait_for(lambda: statuses(node, task["id"]) == ["pending", "running", "running"] or None)
-    [waiting] = [i for i in node.instances(task["id"]) if i["status"] == "pending"]
+    task, [waiting] = two_running(node, gated("wide", gate, cpu=0.75, replicas=3))
     assert waiting["waiting_reason"] == "InsufficientCapacity"
     [event] = [e for e in node.events(task_id=task["id"]) if e["reason"] == "InsufficientCapacity"]
     assert event["message"].endswith(
@@ -81,10 +89,7 @@ def test_instances_waiting_together_each_get_their_reason_and_one_event(
 ) -> None:
     # Written together, in one statement each for the reasons and the events.
     gate = tmp_path / "gate"
-    node.create_template(gated("wider", gate, cpu=0.75, replicas=5))
-    task = node.run("wider")
-    wait_for(lambda: statuses(node, task["id"]).count("running") == 2 or None)
-    waiting = [i for i in node.instances(task["id"]) if i["status"] == "pending"]
+    task, waiting = two_running(node, gated("wider", gate, cpu=0.75, replicas=5))
     assert len(waiting) == 3
     assert {i["waiting_reason"] for i in waiting} == {"InsufficientCapacity"}
     events = [e for e in node.events(task_id=task["id"]) if e["reason"] == "InsufficientCapacity"]
