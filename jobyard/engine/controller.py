@@ -23,7 +23,6 @@ from jobyard.engine.admission import ActiveTask, Admitter, starts_as_they_are
 from jobyard.engine.clock import Clock
 from jobyard.engine.exits import record_exits
 from jobyard.engine.launches import Launcher
-from jobyard.engine.precedence import Precedence
 from jobyard.engine.spawning import Spawner, Turn
 from jobyard.engine.specs import SpecCache
 from jobyard.engine.starts import Started, record_started
@@ -61,10 +60,9 @@ class Controller:
         launcher: Launcher,
         admitter: Admitter,
         resync_seconds: float,
-        precedence: Precedence | None = None,
     ) -> None:
         self._admitter = admitter
-        self._precedence = precedence or Precedence()
+        self._precedence = store.precedence  # cron firing goes first
         self._store = store
         self._runner = runner
         self._clock = clock
@@ -203,8 +201,7 @@ class Controller:
         every = [i for task, _, _ in planned for i in by_task[task.id]]
         if self._start_without_writing(work, by_task, specs, every, turn):
             return turn
-        self._precedence.give_way()
-        with self._store.write() as conn:
+        with self._store.write() as conn:  # gives way to a firing, too
             for task, spec, plan in work:
                 by_id = {instance.id: instance for instance in by_task[task.id]}
                 for action in plan.actions:

@@ -13,7 +13,6 @@ from jobyard.engine.controller import Controller
 from jobyard.engine.hooks import HookedTemplates
 from jobyard.engine.launches import Launcher
 from jobyard.engine.packages import PackageLayout, PackageService
-from jobyard.engine.precedence import Precedence
 from jobyard.engine.preparing import Preparer
 from jobyard.engine.recovery import recover
 from jobyard.engine.scheduler import Scheduler
@@ -48,7 +47,6 @@ class Engine:
         self.containers = detect_engine(settings.container_engine, engine_prefix(settings.data_dir))
         self.preparer, self.packages = self._package_parts(settings)
         self.launcher = Launcher(self.specs, self.containers, self.preparer)
-        precedence = Precedence()  # cron firing goes before the controller's work
         self.controller = Controller(
             self.store,
             self.runner,
@@ -57,9 +55,8 @@ class Engine:
             self.launcher,
             self.admitter,
             settings.resync_seconds,
-            precedence,
         )
-        self.scheduler = Scheduler(self.store, self.clock, self.controller.wake, precedence)
+        self.scheduler = Scheduler(self.store, self.clock, self.controller.wake)
         self.templates = TemplateService(
             self.store, self.clock, self.scheduler, self.controller, self.containers
         )

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 from jobyard.engine.clock import Clock
 from jobyard.engine.firing import ParsedSpecs, fire_due, read_ahead
-from jobyard.engine.precedence import Precedence
 from jobyard.errors import StoreError
 from jobyard.store import Store
 from jobyard.store import templates as template_store
@@ -44,12 +43,11 @@ class Scheduler:
         store: Store,
         clock: Clock,
         on_task_created: Callable[[], None],
-        precedence: Precedence | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._on_task_created = on_task_created
-        self._precedence = precedence or Precedence()
+        self._precedence = store.precedence  # the store holds the others back
         self._specs = ParsedSpecs()  # only the scheduler thread uses it
         self._read_until = datetime.min.replace(tzinfo=UTC)  # specs read ahead up to here
         self._heap: list[tuple[datetime, str]] = []

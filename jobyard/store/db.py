@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from jobyard.errors import StoreError
+from jobyard.store.precedence import Precedence
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url)
+        self.precedence = Precedence()  # the scheduler's firings go first
+        self._depth = threading.local()  # transactions this thread is inside
         # SQLite has one writer at a time; PostgreSQL locks rows, not the database.
         self._writers = WriterQueue() if self.dialect == "sqlite" else None
         self._checkpointer = Checkpointer(self.engine) if self.dialect == "sqlite" else None
@@ -214,17 +217,35 @@ class Store:
 
     @contextmanager
     def write(self, priority: Priority = Priority.NORMAL) -> Iterator[Connection]:
+        if priority < Priority.SCHEDULER:
+            self._give_way()
         queued = contextlib.nullcontext() if self._writers is None else self._writers.turn(priority)
         with queued, self._transaction(begin_mode="IMMEDIATE") as connection:
             yield connection
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        self._give_way()
         with self._transaction(begin_mode="DEFERRED", engine=self._reads) as connection:
             yield connection
 
+    def _give_way(self) -> None:
+        """Wait for a firing under way to end, unless this thread is inside a
+        transaction already (what it holds could be what the firing waits for)."""
+        if not getattr(self._depth, "value", 0):
+            self.precedence.give_way()
+
     @contextmanager
     def _transaction(self, begin_mode: str, engine: Engine | None = None) -> Iterator[Connection]:
+        self._depth.value = getattr(self._depth, "value", 0) + 1
+        try:
+            with self._begin(begin_mode, engine) as connection:
+                yield connection
+        finally:
+            self._depth.value -= 1
+
+    @contextmanager
+    def _begin(self, begin_mode: str, engine: Engine | None) -> Iterator[Connection]:
         try:
             with (engine or self.engine).connect() as connection:
                 connection.execution_options(begin_mode=begin_mode)
