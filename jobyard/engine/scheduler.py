@@ -35,6 +35,10 @@ PARALLEL_BATCHES = 2  # on PostgreSQL
 # Specs of templates due this soon are read and parsed before their second comes, so
 # that a herd's firing transactions do not parse them (~40 us a template).
 READ_AHEAD = timedelta(seconds=5)
+# From this long before a fire time the others give way (store/precedence.py): a
+# transaction they began (the controller's take up to tens of milliseconds) is over
+# by the time comes, rather than keeping the firing's first batch waiting for it.
+CLEAR_AHEAD = timedelta(milliseconds=30)
 
 
 class Scheduler:
@@ -89,16 +93,25 @@ class Scheduler:
     def _run(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
+            fire_at = self._next_fire_at()
+            if fire_at is not None and fire_at - CLEAR_AHEAD <= self._clock.now():
+                self._fire_when_due(self._seconds_to(fire_at))
+            self._read_ahead(self._clock.now())
+            self._wakeup.wait(self._seconds_to_wake())
+
+    def _fire_when_due(self, fire_in: float) -> None:
+        """Hold the others back from a little before the fire time, so that what they
+        began is over and the firing finds the writer and the GIL free; then fire
+        everything due together."""
+        with self._precedence.firing():
+            time.sleep(fire_in)
             due = self._pop_due(self._clock.now())
             if due:
                 logger.debug("%d template(s) due", len(due))
             batches = [due[first : first + BATCH_SIZE] for first in range(0, len(due), BATCH_SIZE)]
-            with self._precedence.firing():
-                created = sum(self._fire_all(batches))
-            if created:
-                self._on_task_created()
-            self._read_ahead(self._clock.now())
-            self._wakeup.wait(self._seconds_to_next())
+            created = sum(self._fire_all(batches))
+        if created:
+            self._on_task_created()
 
     def _fire_all(self, batches: list[list[tuple[str, datetime]]]) -> Iterable[int]:
         """Fire the batches of one moment; on PostgreSQL, which locks rows rather than
@@ -118,17 +131,24 @@ class Scheduler:
                     due.append((template_id, fire_at))
         return due
 
-    def _seconds_to_next(self) -> float:
-        """Until the first fire time, or until it is READ_AHEAD away if not yet read ahead."""
+    def _next_fire_at(self) -> datetime | None:
         with self._lock:
             while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
                 heapq.heappop(self._heap)  # stale entry
-            if not self._heap:
-                return IDLE_WAIT
-            wake = self._heap[0][0]
-        if wake > self._read_until:
-            wake -= READ_AHEAD
-        return max(0.0, (wake - self._clock.now()).total_seconds())
+            return self._heap[0][0] if self._heap else None
+
+    def _seconds_to(self, moment: datetime) -> float:
+        return max(0.0, (moment - self._clock.now()).total_seconds())
+
+    def _seconds_to_wake(self) -> float:
+        """Until CLEAR_AHEAD before the first fire time, or until it is READ_AHEAD away
+        if not yet read ahead."""
+        fire_at = self._next_fire_at()
+        if fire_at is None:
+            return IDLE_WAIT
+        return self._seconds_to(
+            fire_at - (READ_AHEAD if fire_at > self._read_until else CLEAR_AHEAD)
+        )
 
     def _read_ahead(self, now: datetime) -> None:
         """Parse the specs of what is due in the next READ_AHEAD, at most once a second."""

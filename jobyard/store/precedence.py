@@ -43,6 +43,10 @@ class Precedence:
                 if not self._firers:
                     self._clear.set()
 
+    @property
+    def under_way(self) -> bool:
+        return not self._clear.is_set()
+
     def give_way(self) -> None:
         """Return at once unless a firing is under way on another thread; then once
         it is over."""

@@ -14,6 +14,7 @@ from sqlalchemy import event
 from jobyard.domain import Reason, Task, TaskStatus, TriggerKind
 from jobyard.engine.firing import Fired, ParsedSpecs, fire_due, read_ahead
 from jobyard.engine.launching import TaskRequest, launch_task
+from jobyard.engine import scheduler as scheduler_module
 from jobyard.engine.scheduler import BATCH_SIZE, Scheduler
 from jobyard.spec import parse_spec
 from jobyard.store import Store
@@ -382,3 +383,31 @@ def test_the_scheduler_reads_specs_ahead_of_the_second_they_fire(store: Store) -
 
     read_since = [s for s in counter.statements if "template_versions" in s]
     assert read_since == specs_read, "the firing read specs it had read ahead"
+
+
+class RunningClock:
+    """Starts at ``start`` and runs as the real clock does."""
+
+    def __init__(self, start: datetime) -> None:
+        self._offset = start - datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+
+def test_others_are_held_back_from_a_little_before_the_second_until_it_is_fired(
+    store: Store, monkeypatch: Any
+) -> None:
+    """A read that begins in the moments before a firing finds the firing's tasks: the
+    scheduler holds the others back from CLEAR_AHEAD before the fire time to its end."""
+    monkeypatch.setattr(scheduler_module, "CLEAR_AHEAD", timedelta(seconds=1))
+    ids = make_cron_templates(store, 40)
+    clock = RunningClock(DUE - timedelta(seconds=0.6))  # less than MAX_WAIT before it
+    scheduler = Scheduler(store, clock, lambda: None)
+    scheduler.start()
+    try:
+        wait_for(lambda: store.precedence.under_way)
+        assert clock.now() < DUE, "the others were held back only once the second came"
+        assert len(all_tasks(store)) == len(ids)  # this read waited for the firing
+    finally:
+        scheduler.stop()
