@@ -54,8 +54,19 @@ def new_task_event(
     message: str,
     severity: Severity = Severity.NORMAL,
 ) -> NewEvent:
-    """A task's event when only its template and id are at hand (a task just inserted)."""
-    return new_event_of_new_task(template, reason, message, severity).of_task(task_id)
+    """A task's event when only its template and id are at hand (a task just inserted).
+    Made at once, not by ``of_task``: a firing makes one for each of its templates."""
+    return NewEvent(
+        source_type=SourceType.TASK,
+        source_name=f"{task_source_prefix(template.name)}{task_id}",
+        reason=reason,
+        message=message,
+        severity=severity,
+        namespace=template.namespace,
+        template_name=template.name,
+        template_id=template.id,
+        task_id=task_id,
+    )
 
 
 def new_event_of_new_task(

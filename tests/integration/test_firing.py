@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from jobyard.domain import Reason, Task, TaskStatus, TriggerKind
+from jobyard.engine import scheduler as scheduler_module
 from jobyard.engine.firing import Fired, ParsedSpecs, fire_due, read_ahead
 from jobyard.engine.launching import TaskRequest, launch_task
-from jobyard.engine import scheduler as scheduler_module
 from jobyard.engine.scheduler import BATCH_SIZE, Scheduler
 from jobyard.spec import parse_spec
 from jobyard.store import Store
@@ -147,6 +147,8 @@ def test_a_batch_of_300_due_templates_gets_one_task_each(store: Store) -> None:
     assert {task.created_at for task in tasks} == {NOW}
     created = events_of(store, Reason.TASK_CREATED)
     assert sorted(e.task_id for e in created) == sorted(t.id for t in tasks)
+    named = {t.id: f"{t.template_name}/task-{t.id}" for t in tasks}
+    assert all(e.source_type == "task" and e.source_name == named[e.task_id] for e in created)
     assert all(e.message.endswith(f"scheduled for {DUE.isoformat()}") for e in created)
     assert {next_fire_at(store, i) for i in ids} == {TOMORROW}
     # Batched: a few statements for the whole batch (lock and read, tasks, events,
