@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,17 +32,21 @@ def new_template_event(
     message: str,
     severity: Severity = Severity.NORMAL,
     source_type: SourceType = SourceType.TEMPLATE,
+    source_name: str | None = None,
+    task_id: int | None = None,
 ) -> NewEvent:
-    """A template's event, to be stored with others by ``add_events``."""
+    """A template's event (or one of its tasks'), to be stored with others by
+    ``add_events``; the source is named after the template unless named."""
     return NewEvent(
         source_type=source_type,
-        source_name=template.name,
+        source_name=template.name if source_name is None else source_name,
         reason=reason,
         message=message,
         severity=severity,
         namespace=template.namespace,
         template_name=template.name,
         template_id=template.id,
+        task_id=task_id,
     )
 
 
@@ -56,16 +59,9 @@ def new_task_event(
 ) -> NewEvent:
     """A task's event when only its template and id are at hand (a task just inserted).
     Made at once, not by ``of_task``: a firing makes one for each of its templates."""
-    return NewEvent(
-        source_type=SourceType.TASK,
-        source_name=f"{task_source_prefix(template.name)}{task_id}",
-        reason=reason,
-        message=message,
-        severity=severity,
-        namespace=template.namespace,
-        template_name=template.name,
-        template_id=template.id,
-        task_id=task_id,
+    source_name = f"{task_source_prefix(template.name)}{task_id}"
+    return new_template_event(
+        template, reason, message, severity, SourceType.TASK, source_name, task_id
     )
 
 
@@ -74,8 +70,8 @@ def new_event_of_new_task(
 ) -> NewEvent:
     """A task's event before the task has an id (``store.launched``): ``of_task`` gives
     it the id, in its task id and at the end of its source name."""
-    event = new_template_event(template, reason, message, severity, SourceType.TASK)
-    return dataclasses.replace(event, source_name=task_source_prefix(template.name))
+    source_name = task_source_prefix(template.name)
+    return new_template_event(template, reason, message, severity, SourceType.TASK, source_name)
 
 
 def task_source_prefix(template_name: str) -> str:
