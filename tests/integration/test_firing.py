@@ -19,6 +19,7 @@ from jobyard.engine.scheduler import BATCH_SIZE, Scheduler
 from jobyard.spec import parse_spec
 from jobyard.store import Store
 from jobyard.store import events as event_store
+from jobyard.store import precedence as precedence_module
 from jobyard.store import tasks as task_store
 from jobyard.store import templates as template_store
 from jobyard.store.tables import template_versions
@@ -402,9 +403,10 @@ def test_others_are_held_back_from_a_little_before_the_second_until_it_is_fired(
 ) -> None:
     """A read that begins in the moments before a firing finds the firing's tasks: the
     scheduler holds the others back from CLEAR_AHEAD before the fire time to its end."""
-    monkeypatch.setattr(scheduler_module, "CLEAR_AHEAD", timedelta(seconds=1))
+    monkeypatch.setattr(scheduler_module, "CLEAR_AHEAD", timedelta(seconds=3))
+    monkeypatch.setattr(precedence_module, "MAX_WAIT", 30.0)  # the read waits it out
     ids = make_cron_templates(store, 40)
-    clock = RunningClock(DUE - timedelta(seconds=0.6))  # less than MAX_WAIT before it
+    clock = RunningClock(DUE - timedelta(seconds=2))
     scheduler = Scheduler(store, clock, lambda: None)
     scheduler.start()
     try:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 
-from jobyard.store import Priority, Store
+from jobyard.store import Priority, Store, precedence
+
+
+@pytest.fixture(autouse=True)
+def _long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever wrongly waits for a firing here waits long enough to be seen."""
+    monkeypatch.setattr(precedence, "MAX_WAIT", 30.0)
 
 
 def _in_thread(work: Callable[[], object]) -> threading.Event:
@@ -40,7 +47,14 @@ def test_the_schedulers_own_writes_go_ahead_during_its_firing(store: Store) -> N
     with store.precedence.firing():
         fired = _in_thread(lambda: _write(store, Priority.SCHEDULER))  # a batch on a pool thread
         assert fired.wait(5)
-        _read(store)  # the firing thread reads too (its next fire times' specs)
+
+
+def test_the_firing_thread_reads_during_its_firing(store: Store) -> None:
+    def fire_and_read() -> None:
+        with store.precedence.firing():
+            _read(store)
+
+    assert _in_thread(fire_and_read).wait(5)
 
 
 def test_a_read_inside_a_transaction_already_begun_does_not_wait(store: Store) -> None:
@@ -59,4 +73,4 @@ def test_a_read_inside_a_transaction_already_begun_does_not_wait(store: Store) -
     assert inside.wait(5)
     with store.precedence.firing():
         firing.set()
-        assert finished.wait(0.5), "the nested read waited for the firing"
+        assert finished.wait(5), "the nested read waited for the firing"
