@@ -192,6 +192,12 @@ class Checkpointer:
         self.checkpoint()
 
 
+class _Depth(threading.local):
+    """How many transactions the current thread is inside (each thread its own)."""
+
+    value = 0
+
+
 class Store:
     """The database. ``write()`` and ``read()`` hand out one transaction each."""
 
@@ -199,7 +205,7 @@ class Store:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url)
         self.precedence = Precedence()  # the scheduler's firings go first
-        self._depth = threading.local()  # transactions this thread is inside
+        self._depth = _Depth()
         # SQLite has one writer at a time; PostgreSQL locks rows, not the database.
         self._writers = WriterQueue() if self.dialect == "sqlite" else None
         self._checkpointer = Checkpointer(self.engine) if self.dialect == "sqlite" else None
@@ -232,12 +238,12 @@ class Store:
     def _give_way(self) -> None:
         """Wait for a firing under way to end, unless this thread is inside a
         transaction already (what it holds could be what the firing waits for)."""
-        if not getattr(self._depth, "value", 0):
+        if not self._depth.value:
             self.precedence.give_way()
 
     @contextmanager
     def _transaction(self, begin_mode: str, engine: Engine | None = None) -> Iterator[Connection]:
-        self._depth.value = getattr(self._depth, "value", 0) + 1
+        self._depth.value += 1
         try:
             with self._begin(begin_mode, engine) as connection:
                 yield connection
