@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 
 from jobyard.errors import Conflict
-from jobyard.runners._process import remove_tree
+from jobyard.runners._process import PID_FILE, remove_tree
 from jobyard.runners._refill import Refill
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,10 @@ READY = 4  # spares kept
 SPARE_DIR = ".spare"  # under the tasks directory: never a task id
 RUN = "run"
 WORK = "work"
-# "pid" is there empty for the wrapper to write (creating a file on the start's path
-# costs what a spare saves): a wrapper has run once its pid file holds a pid, not
-# once the file exists (LocalRunner._prepare, recover).
-FILES = ("script", "payload.json", "resources.json", "output.log", "pid")
+# PID_FILE is there empty for the wrapper to write (creating a file on the start's
+# path costs what a spare saves): a wrapper has run once its pid file holds a pid,
+# not once the file exists (LocalRunner._prepare, recover).
+FILES = ("script", "payload.json", "resources.json", "output.log", PID_FILE)
 
 
 class SpareRunDirs:

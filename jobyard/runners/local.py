@@ -32,13 +32,16 @@ from pathlib import Path
 
 from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits, Usage
 from jobyard.runners._process import (
+    PID_FILE,
     STOP_MARKER,
     empty_dir,
     handle_ignored_signals,
+    has_ended,
     instance_env,
     is_wrapper_of,
     kill_leftover_group,
     read_exit_code,
+    read_pid,
     remove_tree,
     run_cleanup,
     spawn_wrapper,
@@ -174,12 +177,12 @@ class LocalRunner:
             self._check_open()
             if instance_id in self._pids:
                 return Recovered("running", pid=self._pids[instance_id])
-            pid = _read_int(run_dir / "pid")
-            if (run_dir / "exit").exists():
+            pid = read_pid(run_dir)
+            if has_ended(run_dir):
                 return self._exited(instance_id, run_dir, pid)
             if pid is not None and self._adopt(instance_id, pid, run_dir):
                 return Recovered("running", pid=pid)
-            if (run_dir / "exit").exists():  # it ended while we looked
+            if has_ended(run_dir):  # it ended while we looked
                 return self._exited(instance_id, run_dir, pid)
             if pid is not None:
                 kill_leftover_group(pid, run_dir)
@@ -204,11 +207,12 @@ class LocalRunner:
     def discard_task(self, task_id: int) -> None:
         """SIGKILL whatever still runs of the task and delete its files."""
         task_dir = self._tasks_dir / str(task_id)
-        for pid_file in task_dir.glob("*/pid"):
-            pid = _read_int(pid_file)
+        run_dirs = list(task_dir.glob("*/"))
+        for run_dir in run_dirs:
+            pid = read_pid(run_dir)
             if pid is not None:
-                kill_leftover_group(pid, pid_file.parent)
-        for run_dir in task_dir.glob("*/"):
+                kill_leftover_group(pid, run_dir)
+        for run_dir in run_dirs:
             self._limits.discard(run_dir)
             self._clean_up_after(run_dir, keep_output=False)
         remove_tree(task_dir)
@@ -233,7 +237,7 @@ class LocalRunner:
             raise RuntimeError("the local runner is closed")
 
     def _prepare(self, run_dir: Path, launch: InstanceLaunch) -> None:
-        if run_dir.is_dir() and _read_int(run_dir / "pid") is None:
+        if run_dir.is_dir() and read_pid(run_dir) is None:
             # Prepared by a server that died before the wrapper ran: never started.
             self._limits.discard(run_dir)
             remove_tree(run_dir)
@@ -361,7 +365,7 @@ def _report(
 
 def _written(launch: InstanceLaunch) -> set[str]:
     """The run directory's files this start writes (the rest of a spare's go)."""
-    used = {"resources.json", "output.log", "pid"}
+    used = {"resources.json", "output.log", PID_FILE}
     if launch.script is not None:
         used.add("script")
     if launch.payload is not None:
@@ -385,11 +389,3 @@ def _pidfd_of_child(pid: int) -> int:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         raise
-
-
-def _read_int(path: Path) -> int | None:
-    """The integer a wrapper wrote to ``path``; None if missing or torn."""
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None

@@ -166,11 +166,11 @@ def test_an_instance_that_ended_while_the_server_was_down_keeps_its_exit_code(
     jobyard.create_template(with_go("ended", script, go, retries=1))
     task = jobyard.run("ended")
     instance = running_instance(jobyard, task["id"])
-    exit_file = instance_dir(jobyard, task["id"], instance["id"]) / "exit"
+    pid_file = instance_dir(jobyard, task["id"], instance["id"]) / "pid"
 
     jobyard.crash()
     go.touch()
-    wait_for(exit_file.exists)
+    wait_for(lambda: "\nexit " in pid_file.read_text())  # the wrapper recorded its code
     assert instance_processes(jobyard), "the background child should still be there"
     jobyard.start()
     wait_for(lambda: not instance_processes(jobyard), timeout=10)

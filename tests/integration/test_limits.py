@@ -19,6 +19,7 @@ import pytest
 
 from jobyard.runners._cgroups import CgroupSet, _cgroup_mounts, _dir_of, _own_cgroups
 from jobyard.runners._limits import join_wait_hint
+from jobyard.runners._process import has_ended
 from jobyard.runners.base import InstanceExit, InstanceLaunch, Limits
 from jobyard.runners.local import LocalRunner
 from tests.integration.test_local_runner import (
@@ -377,7 +378,7 @@ def test_an_oom_kill_while_no_server_watched_is_reported_at_recover(harness: Har
     dirs = cgroup_dirs(harness, 1)
     old.close()
     (harness.out / "go").touch()
-    wait_for((harness.run_dir(1, 1) / "exit").exists, timeout=WAIT)
+    wait_for(lambda: has_ended(harness.run_dir(1, 1)), timeout=WAIT)
     os.waitpid(pid, 0)  # what init does once the old server is gone
 
     new, _ = harness.runner("cgroup")

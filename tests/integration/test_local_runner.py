@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,8 @@ import psutil
 import pytest
 
 from jobyard.errors import Conflict
+from jobyard.runners._process import has_ended, read_exit_code
+from jobyard.runners._process import read_pid as read_runner_pid
 from jobyard.runners._starters import READY
 from jobyard.runners.base import SCRIPT_PATH, InstanceExit, InstanceLaunch, Limits, Recovered
 from jobyard.runners.local import LocalRunner
@@ -133,7 +136,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
 
 def read_pid(path: Path) -> int:
     wait_for(lambda: path.exists() and path.read_text().strip() != "")
-    return int(path.read_text())
+    return int(path.read_text().splitlines()[0])
 
 
 def is_empty_dir(path: Path) -> bool:
@@ -202,8 +205,10 @@ def test_cwd_is_a_fresh_work_dir_emptied_after_exit(harness: Harness) -> None:
     assert cwd == str(run_dir / "work")
     assert entries == "0"
     assert is_empty_dir(run_dir / "work")
-    left = ["exit", "output.log", "pid", "resources.json", "script", "work"]
+    left = ["output.log", "pid", "resources.json", "script", "work"]
     assert sorted(p.name for p in run_dir.iterdir()) == left
+    pid, ended = (run_dir / "pid").read_text().splitlines()
+    assert pid.isdigit() and ended == "exit 0"  # the exit code shares the pid's file
 
 
 def test_read_only_dirs_in_work_dir_are_removed(harness: Harness) -> None:
@@ -361,7 +366,7 @@ def test_recover_reports_an_instance_that_exited_unwatched(harness: Harness) -> 
     read_pid(harness.run_dir(1, 1) / "pid")
     old.close()
     (harness.out / "go").touch()
-    wait_for((harness.run_dir(1, 1) / "exit").exists)
+    wait_for(lambda: has_ended(harness.run_dir(1, 1)))
     os.waitpid(pid, 0)  # what init does once the old server is gone
 
     new, exits = harness.runner()
@@ -371,6 +376,45 @@ def test_recover_reports_an_instance_that_exited_unwatched(harness: Harness) -> 
     assert brief(recovered.exit) == InstanceExit(1, 4, stopped=False)
     with pytest.raises(queue.Empty):
         exits.get(timeout=0.3)
+
+
+def test_recover_reads_the_exit_file_of_a_wrapper_from_before_the_pid_file_held_it(
+    harness: Harness,
+) -> None:
+    """Instances started by an older server's wrapper keep their code in a file of its
+    own; one that ended while no server ran is still recovered with it."""
+    runner, exits = harness.runner()
+    with subprocess.Popen(["true"]) as gone:
+        gone.wait()
+    run_dir = harness.run_dir(1, 1)
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "pid").write_text(f"{gone.pid}\n")
+    (run_dir / "exit").write_text("4\n")
+
+    recovered = runner.recover(1, 1)
+
+    assert (recovered.state, recovered.exit_code) == ("exited", 4)
+    assert exits.empty()
+
+
+def test_an_exit_line_caught_half_written_is_read_once_complete(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    pid_file.write_text("123\nexit 1")
+    assert (read_runner_pid(tmp_path), has_ended(tmp_path)) == (123, True)
+    finish = threading.Timer(0.05, lambda: _append(pid_file, "7\n"))
+    finish.start()
+    try:
+        assert read_exit_code(tmp_path) == 17
+    finally:
+        finish.join()
+    pid_file.write_text("12")
+    assert (read_runner_pid(tmp_path), has_ended(tmp_path)) == (None, False)
+    assert read_exit_code(tmp_path) is None
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as file:
+        file.write(text)
 
 
 def test_recover_without_files_is_gone(harness: Harness) -> None:
@@ -545,7 +589,7 @@ def test_cleanup_of_an_instance_that_ended_unwatched_runs_at_recover(harness: Ha
     read_pid(harness.run_dir(1, 1) / "pid")
     old.close()
     (harness.out / "go").touch()
-    wait_for((harness.run_dir(1, 1) / "exit").exists)
+    wait_for(lambda: has_ended(harness.run_dir(1, 1)))
     os.waitpid(pid, 0)
     assert cleaned_times(harness.out) == 0  # nobody watched it end
 
