@@ -179,7 +179,9 @@ class Server:
         return self.process.pid
 
     def stop(self) -> None:
-        """SIGTERM the server, then kill every instance group it left running."""
+        """SIGTERM the server, then end every instance it left running and remove the
+        cgroups of those it did not see end: a stopped server leaves both to the next
+        server on its data directory, and none comes."""
         self.client.close()
         if self.process is not None:
             self.process.terminate()
@@ -189,9 +191,11 @@ class Server:
                 self.process.kill()
                 self.process.wait()
             self.process = None
-        for pid_file in self.data_dir.glob("tasks/*/*/pid"):
-            with contextlib.suppress(ValueError, OSError):
-                os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+        run_dirs = list(self.data_dir.glob("tasks/*/*/"))
+        for run_dir in run_dirs:
+            end_left_instance(run_dir)
+        for run_dir in run_dirs:  # of those, and of those that ended unwatched
+            remove_cgroups_of(run_dir)
 
     # -- API --------------------------------------------------------------------
 
@@ -240,6 +244,44 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def end_left_instance(run_dir: Path) -> None:
+    """SIGKILL the group of an instance whose wrapper recorded a pid (the first line of
+    its ``pid`` file) and no exit code (a line ``exit <code>``) yet."""
+    try:
+        lines = (run_dir / "pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return  # it never started
+    if any(line.startswith("exit ") for line in lines) or (run_dir / "exit").exists():
+        return
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def remove_cgroups_of(run_dir: Path, wait: float = 5.0) -> None:
+    """Remove the cgroups the instance's ``resources.json`` records, if still there, once
+    its processes are gone, and their server's directory once it is empty: what the
+    next server would have done on recovering the instance."""
+    try:
+        recorded = json.loads((run_dir / "resources.json").read_text()).get("cgroups") or {}
+    except (OSError, ValueError):
+        return
+    dirs = [Path(v) for k, v in recorded.items() if k != "version"]
+    deadline = time.monotonic() + wait
+    for path in dict.fromkeys(dirs):  # v2 names one directory for every controller
+        while path.is_dir() and not _rmdir(path) and time.monotonic() < deadline:
+            time.sleep(0.05)  # its processes are still being reaped
+        _rmdir(path.parent)  # the server's own: fails while other instances are there
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+        return True
+    except OSError:
+        return False
 
 
 def script_template(name: str, script: str, **extra: Any) -> dict[str, Any]:
