@@ -16,23 +16,19 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import psutil
 
+from jobyard.runners._pid_file import EXIT_PREFIX, PID_FILE
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRAPPER_NAME = "jobyard-instance"
 STOP_MARKER = "stopping"  # left in the run dir by terminate_tree
-# The wrapper's record in the run directory: "<pid>\n" once it runs, then
-# "exit <code>\n" once the command has ended. Empty: it never ran.
-PID_FILE = "pid"
-_EXIT_PREFIX = "exit "
-LEGACY_EXIT_FILE = "exit"  # the exit code's own file, from wrappers before 2026-12-06
 
 # $1 = run dir, $2 = how many cgroup.procs files follow, those files, then the
 # instance's argv. Paths travel as arguments, never in the environment, so the
@@ -51,8 +47,8 @@ LEGACY_EXIT_FILE = "exit"  # the exit code's own file, from wrappers before 2026
 # - OLDPWD would leak the server's working directory into the instance.
 # - The wrapper's own variables have names in the reserved JOBYARD_ prefix: an
 #   instance variable it assigned (say "dir") would reach the command changed.
-# - The exit code is appended to the pid file as "exit <code>" (PID_FILE's
-#   layout), not written to a file of its own: creating a file is the slowest
+# - The exit code is appended to the pid file as "exit <code>" (see _pid_file),
+#   not written to a file of its own: creating a file is the slowest
 #   step an instance's end takes on a file system that skips recently deleted
 #   inodes (bench/README.md), and not to a temporary file renamed over it: a
 #   rename needs /bin/mv, an exec that cost more than the rest of the wrapper.
@@ -68,7 +64,7 @@ while [ "$JOBYARD_WRAPPER_N" -gt 0 ]; do
   shift
   JOBYARD_WRAPPER_N=$((JOBYARD_WRAPPER_N - 1))
 done
-echo $$ > "$JOBYARD_WRAPPER_DIR/pid"
+echo $$ > "$JOBYARD_WRAPPER_DIR/{PID_FILE}"
 cd "$JOBYARD_WRAPPER_DIR/work" || exit 126
 unset OLDPWD
 if [ -n "$JOBYARD_WRAPPER_UNJOINED" ]; then
@@ -78,7 +74,7 @@ else
   ( [ -e "$JOBYARD_WRAPPER_DIR/{STOP_MARKER}" ] && exit 143; exec "$@" )
   JOBYARD_WRAPPER_CODE=$?
 fi
-echo "exit $JOBYARD_WRAPPER_CODE" >> "$JOBYARD_WRAPPER_DIR/pid"
+echo "{EXIT_PREFIX}$JOBYARD_WRAPPER_CODE" >> "$JOBYARD_WRAPPER_DIR/{PID_FILE}"
 exit "$JOBYARD_WRAPPER_CODE"
 """
 
@@ -307,60 +303,6 @@ def _run_to_end(argv: Sequence[str], log: BinaryIO | None, timeout: float) -> st
     except OSError as err:
         return f"could not run: {err}"
     return f"exited with code {done.returncode}" if done.returncode else ""
-
-
-def read_pid(run_dir: Path) -> int | None:
-    """The pid the wrapper wrote to PID_FILE; None if it never ran or the line is torn."""
-    lines = _read_lines(run_dir / PID_FILE)
-    try:
-        return int(lines[0]) if lines and lines[0].endswith("\n") else None
-    except ValueError:
-        return None
-
-
-def has_ended(run_dir: Path) -> bool:
-    """Whether the wrapper has begun recording its command's exit code."""
-    lines = _read_lines(run_dir / PID_FILE)
-    return (
-        any(line.startswith(_EXIT_PREFIX) for line in lines)
-        or (run_dir / LEGACY_EXIT_FILE).exists()
-    )
-
-
-def read_exit_code(run_dir: Path, attempts: int = 50) -> int | None:
-    """The code the wrapper recorded; None if there is none (yet) or it is torn.
-
-    The wrapper appends "exit <code>\n" in one write, so a line without its newline
-    means it is writing right now: wait for the rest.
-    """
-    for _ in range(attempts):
-        line = _exit_line(run_dir)
-        if line is None or line.endswith("\n"):
-            break
-        time.sleep(0.01)
-    try:
-        return None if line is None else int(line)
-    except ValueError:
-        return None
-
-
-def _exit_line(run_dir: Path) -> str | None:
-    """The code part of the exit line, or the legacy exit file's whole text."""
-    for line in _read_lines(run_dir / PID_FILE):
-        if line.startswith(_EXIT_PREFIX):
-            return line.removeprefix(_EXIT_PREFIX)
-    try:
-        return (run_dir / LEGACY_EXIT_FILE).read_text()
-    except OSError:
-        return None
-
-
-def _read_lines(path: Path) -> list[str]:
-    """The file's lines with their newlines (a torn last line has none); [] if missing."""
-    try:
-        return path.read_text().splitlines(keepends=True)
-    except OSError:
-        return []
 
 
 def empty_dir(path: Path) -> None:

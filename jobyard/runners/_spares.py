@@ -28,7 +28,8 @@ import threading
 from pathlib import Path
 
 from jobyard.errors import Conflict
-from jobyard.runners._process import PID_FILE, remove_tree
+from jobyard.runners._pid_file import PID_FILE
+from jobyard.runners._process import remove_tree
 from jobyard.runners._refill import Refill
 
 logger = logging.getLogger(__name__)

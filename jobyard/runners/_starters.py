@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobyard.runners._cgroup_pool import CgroupPool, Idle
+from jobyard.runners._pid_file import EXIT_PREFIX, PID_FILE
 from jobyard.runners._process import STOP_MARKER, WRAPPER_NAME, spawn
 from jobyard.runners._refill import Refill
 from jobyard.runners.base import Limits
@@ -72,10 +73,10 @@ unset JOBYARD_WRAPPER_READY
 exec </dev/null >>"$JOBYARD_WRAPPER_DIR/output.log" 2>&1
 cd "$JOBYARD_WRAPPER_DIR/work" || exit 126
 unset OLDPWD
-echo $$ > "$JOBYARD_WRAPPER_DIR/pid"
+echo $$ > "$JOBYARD_WRAPPER_DIR/{PID_FILE}"
 ( [ -e "$JOBYARD_WRAPPER_DIR/{STOP_MARKER}" ] && exit 143; exec "$@" )
 JOBYARD_WRAPPER_CODE=$?
-echo "exit $JOBYARD_WRAPPER_CODE" >> "$JOBYARD_WRAPPER_DIR/pid"
+echo "{EXIT_PREFIX}$JOBYARD_WRAPPER_CODE" >> "$JOBYARD_WRAPPER_DIR/{PID_FILE}"
 exit "$JOBYARD_WRAPPER_CODE"
 """
 

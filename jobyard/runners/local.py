@@ -31,17 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jobyard.runners._limits import SETTINGS, InstanceResources, ResourceLimits, Usage
+from jobyard.runners._pid_file import PID_FILE, has_ended, read_exit_code, read_pid
 from jobyard.runners._process import (
-    PID_FILE,
     STOP_MARKER,
     empty_dir,
     handle_ignored_signals,
-    has_ended,
     instance_env,
     is_wrapper_of,
     kill_leftover_group,
-    read_exit_code,
-    read_pid,
     remove_tree,
     run_cleanup,
     spawn_wrapper,

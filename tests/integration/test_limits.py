@@ -19,7 +19,7 @@ import pytest
 
 from jobyard.runners._cgroups import CgroupSet, _cgroup_mounts, _dir_of, _own_cgroups
 from jobyard.runners._limits import join_wait_hint
-from jobyard.runners._process import has_ended
+from jobyard.runners._pid_file import has_ended
 from jobyard.runners.base import InstanceExit, InstanceLaunch, Limits
 from jobyard.runners.local import LocalRunner
 from tests.integration.test_local_runner import (

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from jobyard.errors import Conflict
-from jobyard.runners._process import has_ended, read_exit_code
-from jobyard.runners._process import read_pid as read_runner_pid
+from jobyard.runners._pid_file import has_ended, read_exit_code
+from jobyard.runners._pid_file import read_pid as read_runner_pid
 from jobyard.runners._starters import READY
 from jobyard.runners.base import SCRIPT_PATH, InstanceExit, InstanceLaunch, Limits, Recovered
 from jobyard.runners.local import LocalRunner
