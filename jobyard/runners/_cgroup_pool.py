@@ -34,12 +34,12 @@ import psutil
 from jobyard.runners._cgroups import (
     CgroupSet,
     CgroupUsage,
-    Hierarchy,
     _read_int,
     _write,
     write_memory_limit_v1,
     write_quota,
 )
+from jobyard.runners._hierarchy import Hierarchy
 from jobyard.runners.base import Limits
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobyard.runners._cgroup_pool import CgroupPool, Idle
-from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage, Hierarchy, discover
+from jobyard.runners._cgroups import CgroupSet, CgroupUnavailable, CgroupUsage
+from jobyard.runners._hierarchy import Hierarchy, discover
 from jobyard.runners._memwatch import MemoryWatch
 from jobyard.runners._starters import Starter, WarmStarters
 from jobyard.runners.base import Limits

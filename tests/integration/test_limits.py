@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from jobyard.runners._cgroups import CgroupSet, _cgroup_mounts, _dir_of, _own_cgroups
+from jobyard.runners._cgroups import CgroupSet
+from jobyard.runners._hierarchy import _cgroup_mounts, _dir_of, _own_cgroups
 from jobyard.runners._limits import join_wait_hint
 from jobyard.runners._pid_file import has_ended
 from jobyard.runners.base import InstanceExit, InstanceLaunch, Limits
