@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test browser podman
+.PHONY: run test lint install install-test install-bench bench browser podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,15 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+
+install-bench: $(BIN)/python
+	$(BIN)/pip install -q -e '.[bench]'
+
+# Every benchmark at the issue's sizes, SQLite then PostgreSQL (bench/README.md);
+# about 25 minutes, on an otherwise quiet machine. OUT=<dir> for the JSON lines.
+OUT ?= bench/results
+bench: install-bench
+	PYTHON=$(BIN)/python bash bench/run_all.sh $(OUT)
 
 # Install and run the server on the embedded defaults (SQLite in ./jobyard-data).
 run: install
