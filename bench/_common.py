@@ -194,8 +194,7 @@ class Server:
         run_dirs = list(self.data_dir.glob("tasks/*/*/"))
         for run_dir in run_dirs:
             end_left_instance(run_dir)
-        for run_dir in run_dirs:  # of those, and of those that ended unwatched
-            remove_cgroups_of(run_dir)
+        remove_cgroups_of(run_dirs)  # of those, and of those that ended unwatched
 
     # -- API --------------------------------------------------------------------
 

@@ -26,20 +26,31 @@ def end_left_instance(run_dir: Path) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def remove_cgroups_of(run_dir: Path, wait: float = 5.0) -> None:
-    """Remove the cgroups the instance's ``resources.json`` records, if still there, once
-    its processes are gone, and their server's directory once it is empty: what the
-    next server would have done on recovering the instance."""
+def remove_cgroups_of(run_dirs: list[Path], wait: float = 5.0) -> None:
+    """Remove the cgroups the instances' ``resources.json`` records, if still there, once
+    their processes are gone: what the next server would have done on recovering them.
+    Then their server's own directories, with any idle cgroup it kept for reuse
+    (``idle-*``, which the next server would have swept)."""
+    parents: dict[Path, None] = {}
+    deadline = time.monotonic() + wait
+    for run_dir in run_dirs:
+        for path in _recorded_cgroups(run_dir):
+            while path.is_dir() and not _rmdir(path) and time.monotonic() < deadline:
+                time.sleep(0.05)  # its processes are still being reaped
+            parents[path.parent] = None
+    for parent in parents:
+        for idle in parent.glob("idle-*/"):
+            _rmdir(idle)
+        _rmdir(parent)
+
+
+def _recorded_cgroups(run_dir: Path) -> list[Path]:
     try:
         recorded = json.loads((run_dir / "resources.json").read_text()).get("cgroups") or {}
     except (OSError, ValueError):
-        return
-    dirs = [Path(v) for k, v in recorded.items() if k != "version"]
-    deadline = time.monotonic() + wait
-    for path in dict.fromkeys(dirs):  # v2 names one directory for every controller
-        while path.is_dir() and not _rmdir(path) and time.monotonic() < deadline:
-            time.sleep(0.05)  # its processes are still being reaped
-        _rmdir(path.parent)  # the server's own: fails while other instances are there
+        return []
+    # v2 names one directory for every controller
+    return list(dict.fromkeys(Path(v) for k, v in recorded.items() if k != "version"))
 
 
 def _rmdir(path: Path) -> bool:
