@@ -19,16 +19,18 @@ LEGACY_EXIT_FILE = "exit"
 
 
 def read_pid(run_dir: Path) -> int | None:
-    """The pid the wrapper wrote to PID_FILE; None if it never ran or the line is torn."""
+    """The pid the wrapper wrote to PID_FILE; None if it never ran (the file is empty or
+    missing) or the first line is not a number."""
     lines = _read_lines(run_dir / PID_FILE)
     try:
-        return int(lines[0]) if lines and lines[0].endswith("\n") else None
+        return int(lines[0]) if lines else None
     except ValueError:
         return None
 
 
 def has_ended(run_dir: Path) -> bool:
-    """Whether the wrapper has begun recording its command's exit code."""
+    """Whether the wrapper has written its exit line (before 2026-12-06: made its
+    ``exit`` file)."""
     lines = _read_lines(run_dir / PID_FILE)
     return (
         any(line.startswith(EXIT_PREFIX) for line in lines) or (run_dir / LEGACY_EXIT_FILE).exists()

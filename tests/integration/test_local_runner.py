@@ -407,7 +407,7 @@ def test_an_exit_line_caught_half_written_is_read_once_complete(tmp_path: Path) 
         assert read_exit_code(tmp_path) == 17
     finally:
         finish.join()
-    pid_file.write_text("12")
+    pid_file.write_text("")
     assert (read_runner_pid(tmp_path), has_ended(tmp_path)) == (None, False)
     assert read_exit_code(tmp_path) is None
 
